@@ -1,0 +1,9 @@
+"""selfsup: self-supervised pretraining of Vision Transformers on PyTorch Lightning."""
+
+from selfsup.data import ImageDataModule
+from selfsup.encoders import create_encoder
+from selfsup.methods import METHODS, PretrainModule, SimCLR
+
+__version__ = "0.1.0"
+
+__all__ = ["METHODS", "ImageDataModule", "PretrainModule", "SimCLR", "__version__", "create_encoder"]

@@ -1,0 +1,103 @@
+"""Writing and reading training checkpoints: atomic saves, safe loads.
+
+Saves go to a temporary file in the target folder, are flushed to disk, and replace the target in
+one ``os.replace``: a crash or a kill during a save leaves the previous checkpoint intact, never a
+truncated one. Loads use ``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from selfsup.methods.base import CHECKPOINT_KEY
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable selfsup checkpoint; the message names the file and the problem."""
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is always either the old or the complete new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OSError(
+                err.errno,
+                f"could not write checkpoint '{path}' ({err.strerror or err}); the previous file, if any, is "
+                "unchanged. Free disk space or choose another output folder.",
+            ) from err
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(buffer.getvalue(), path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O with atomic local saves and ``weights_only=True`` loads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location,
+                                       weights_only=True if weights_only is None else weights_only)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a selfsup training checkpoint safely.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated, not a PyTorch checkpoint, holds pickled objects
+            other than tensors and plain containers (refused, never executed), or was not written by
+            selfsup.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"'{path}' holds pickled objects other than tensors and plain containers; selfsup loads "
+            f"checkpoints with torch.load(weights_only=True) and refuses to execute them ({str(err).splitlines()[0]}). "
+            "Only load checkpoints from sources you trust, and re-save them as plain state dicts."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(
+            f"'{path}' is not a readable PyTorch checkpoint (truncated or not a checkpoint: "
+            f"{str(err).splitlines()[0]}). Re-save it, or use an earlier checkpoint such as last.ckpt."
+        ) from None
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
+        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"'{path}' is not a selfsup training checkpoint (expected the keys 'state_dict' and "
+            f"'{CHECKPOINT_KEY}', found {keys}). Pass a checkpoint written by `selfsup fit`, or an export folder."
+        )
+    return checkpoint

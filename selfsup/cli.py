@@ -1,0 +1,74 @@
+"""The ``selfsup`` command.
+
+``selfsup fit|validate|test|predict -c CONFIG [--section.key value ...]`` is LightningCLI: every
+typed constructor argument of the model, the data and the trainer is settable from YAML or the
+command line, ``--print_config`` shows the resolved configuration, and the resolved configuration is
+saved as ``config.yaml`` beside the logs of every run.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+RUN_ROOT = "runs"
+
+
+class SelfSupCLI(LightningCLI):
+    """LightningCLI with selfsup's defaults: a ``checkpoint`` section (``last.ckpt`` and the best
+    checkpoint by the monitored metric), the image size set once in ``data`` and linked to the model,
+    CSV logs under ``runs/``, and atomic checkpoint writes."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.save_last": True,
+            "checkpoint.monitor": "train/loss_epoch",
+            "checkpoint.mode": "min",
+            "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
+            "checkpoint.save_top_k": 1,
+        })
+        # one image size for data, augmentation and encoder (a model without img_size ignores it)
+        parser.link_arguments("data.init_args.image_size", "model.init_args.img_size")
+
+
+def trainer_defaults() -> dict:
+    return {
+        "logger": {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": RUN_ROOT, "name": "default"},
+        },
+        "plugins": [{"class_path": "selfsup.checkpoint.AtomicCheckpointIO"}],
+    }
+
+
+def lightning_main(args: Sequence[str]) -> None:
+    SelfSupCLI(
+        model_class=L.LightningModule,
+        datamodule_class=L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=list(args),
+    )
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        COMMANDS[args[0]](args[1:])
+    else:
+        lightning_main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Data: decode + resize on the CPU into uint8 batches; downloads only in ``prepare_data``."""
+
+from selfsup.data.arrays import ArrayDataset, digits_split, torchvision_split
+from selfsup.data.datamodule import ImageDataModule
+from selfsup.data.folder import ImageFolderDataset, scan_folder
+from selfsup.data.images import ImageDecodeError, load_image, resize_center_crop
+
+__all__ = [
+    "ArrayDataset",
+    "ImageDataModule",
+    "ImageDecodeError",
+    "ImageFolderDataset",
+    "digits_split",
+    "load_image",
+    "resize_center_crop",
+    "scan_folder",
+    "torchvision_split",
+]

@@ -1,0 +1,164 @@
+"""``ImageDataModule``: uint8 image batches of one fixed size, with labels when the data has them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from selfsup.data.arrays import TORCHVISION_SOURCES, digits_split, download_torchvision, torchvision_split
+from selfsup.data.folder import LAYOUT, ImageFolderDataset, find_split_dir
+
+Source = Literal["digits", "folder", "cifar10", "cifar100", "stl10"]
+Split = Literal["train", "val"]
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Decodes and resizes images on the CPU; nothing else (augmentation runs on the device).
+
+    Batches are ``(images, labels)``: ``images`` is ``[B, 3, image_size, image_size]`` uint8,
+    ``labels`` is ``[B]`` int64 (``-1`` where a sample has no label).
+
+    Args:
+        source: ``digits`` (scikit-learn's 8x8 digits: real, offline, the default), ``folder`` (an
+            ImageFolder: ``root/train/<class>/*`` and ``root/val/<class>/*`` or ``root/test/<class>/*``),
+            ``cifar10``, ``cifar100`` or ``stl10`` (torchvision's files under ``root``).
+        root: data folder (required for every source but ``digits``).
+        image_size: side of the square images in every batch (shorter side resized, then centre crop).
+        batch_size: images per batch per process. The global batch is this times the number of
+            processes (and of accumulated batches).
+        num_workers: DataLoader worker processes for decoding.
+        download: let ``prepare_data`` download a torchvision source into ``root`` (needs network).
+        skip_corrupt: replace unreadable images (folder source) by the next readable one with a
+            warning, instead of stopping with an error naming the file.
+        train_subset: use only this many training images (a fixed random subset; for quick runs).
+        val_subset: likewise for the held-out split.
+        subset_seed: seed of those subsets.
+        stl10_unlabeled: for STL-10, add the 100k unlabelled images to the training split.
+        pin_memory: pin host memory for faster copies to a GPU (ignored on CPU-only machines).
+    """
+
+    def __init__(
+        self,
+        source: Source = "digits",
+        root: str | None = None,
+        image_size: int = 32,
+        batch_size: int = 256,
+        num_workers: int = 4,
+        download: bool = False,
+        skip_corrupt: bool = False,
+        train_subset: int | None = None,
+        val_subset: int | None = None,
+        subset_seed: int = 0,
+        stl10_unlabeled: bool = True,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if source not in ("digits", "folder", *TORCHVISION_SOURCES):
+            raise ValueError(f"unknown data source {source!r}; choose digits, folder, cifar10, cifar100 or stl10.")
+        if source != "digits" and not root:
+            raise ValueError(f"data.source={source!r} needs data.root (the folder holding the data).")
+        if image_size < 1 or batch_size < 1 or num_workers < 0:
+            raise ValueError(
+                f"image_size and batch_size must be >= 1 and num_workers >= 0, got {image_size}, {batch_size}, "
+                f"{num_workers}."
+            )
+        self.source = source
+        self.root = root
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.download = download
+        self.skip_corrupt = skip_corrupt
+        self.train_subset = train_subset
+        self.val_subset = val_subset
+        self.subset_seed = subset_seed
+        self.stl10_unlabeled = stl10_unlabeled
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.classes: list[str] = []
+        self.save_hyperparameters()
+
+    # --- Lightning hooks -------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Downloads (rank 0 only, and only with ``download=True``)."""
+        if self.download and self.source in TORCHVISION_SOURCES:
+            download_torchvision(self.source, self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._subset(self.build_split("train"), self.train_subset)
+            self.val_set = self._subset(self.build_split("val"), self.val_subset)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        # drop_last keeps every batch (and every process's batch under DDP) the same size
+        drop_last = len(self.train_set) >= self.batch_size
+        return self._loader(self.train_set, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
+
+    def eval_dataloader(self, split: Split, batch_size: int | None = None) -> DataLoader:
+        """Unshuffled, complete (no dropped batch) loader of a split, for feature extraction."""
+        self.setup()
+        dataset = self.train_set if split == "train" else self.val_set
+        if dataset is None:
+            raise ValueError(f"the {self.source} data at '{self.root}' has no held-out split. Expected layout: {LAYOUT}.")
+        return self._loader(dataset, shuffle=False, batch_size=batch_size)
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return len(self.classes)
+
+    def build_split(self, split: Split) -> Dataset | None:
+        """The whole ``split`` (no subset), or None when the source has no such split."""
+        size = self.image_size
+        if self.source == "digits":
+            dataset = digits_split(split, size)
+        elif self.source == "folder":
+            root = Path(self.root)
+            if not root.is_dir():
+                raise FileNotFoundError(f"Data root '{root}' does not exist. Expected layout: {LAYOUT}.")
+            split_dir = find_split_dir(root, split)
+            if split_dir is None:
+                if split == "train":
+                    raise FileNotFoundError(
+                        f"'{root}' has no 'train' folder. Expected layout: {LAYOUT}."
+                    )
+                return None
+            dataset = ImageFolderDataset(split_dir, size, classes=self.classes or None,
+                                         skip_corrupt=self.skip_corrupt)
+        else:
+            dataset = torchvision_split(self.source, self.root, split, size, stl10_unlabeled=self.stl10_unlabeled)
+        if split == "train":
+            self.classes = list(dataset.classes)
+        return dataset
+
+    def _subset(self, dataset: Dataset | None, count: int | None) -> Dataset | None:
+        if dataset is None or count is None or count >= len(dataset):
+            return dataset
+        generator = torch.Generator().manual_seed(self.subset_seed)
+        indices = torch.randperm(len(dataset), generator=generator)[:count].sort().values.tolist()
+        return Subset(dataset, indices)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False,
+                batch_size: int | None = None) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,140 @@
+"""The one encoder every selfsup method shares: a timm ``VisionTransformer`` without classifier.
+
+Encoders are built only through :func:`create_encoder` and used only through timm's public API
+(``forward_features``, ``pool``, ``patch_embed``, ``blocks``, ``norm``), so an exported encoder is a
+plain timm model and loads without selfsup.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+import timm
+import torch
+from timm.models import get_model_args
+from timm.models.vision_transformer import VisionTransformer
+
+Pool = Literal["token", "avg"]
+
+
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    return (int(value[0]), int(value[1]))
+
+
+def create_encoder(
+    name: str = "vit_tiny_patch16_224",
+    img_size: int | None = None,
+    patch_size: int | None = None,
+    **timm_kwargs: Any,
+) -> VisionTransformer:
+    """Build a timm Vision Transformer without classifier (``num_classes=0``), randomly initialised.
+
+    Args:
+        name: any timm ViT name (``timm.list_models("vit_*")``), e.g. ``vit_tiny_patch16_224``.
+        img_size: input side in pixels; ``None`` keeps the model's default (224 for most ViTs).
+        patch_size: patch side in pixels; ``None`` keeps the model's default. Use 4 for 32-px data.
+        **timm_kwargs: further arguments of timm's ``VisionTransformer`` (``drop_path_rate``, ``depth``...).
+
+    Returns:
+        A ``timm.models.vision_transformer.VisionTransformer`` whose ``pretrained_cfg`` carries the
+        preprocessing facts (mean, std, input size) that selfsup's augmentation and exports use.
+
+    Raises:
+        ValueError: the name is not a timm model, the model is not a ViT, or the image size is not
+            divisible by the patch size.
+    """
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"Unknown timm model name {name!r}.{hint} List ViTs with `timm.list_models('vit_*')`."
+        )
+    if "num_classes" in timm_kwargs and timm_kwargs["num_classes"] != 0:
+        raise ValueError("create_encoder builds encoders without classifier: do not pass num_classes.")
+    timm_kwargs.pop("num_classes", None)
+    kwargs: dict[str, Any] = dict(timm_kwargs)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if patch_size is not None:
+        kwargs["patch_size"] = patch_size
+    in_chans = kwargs.get("in_chans", 3)
+    if img_size is not None:
+        # timm's pretrained_cfg is the record of preprocessing facts: keep its input size truthful.
+        kwargs["pretrained_cfg_overlay"] = {"input_size": (in_chans, *_pair(img_size))}
+    model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(
+            f"{name!r} builds a {type(model).__name__}, but selfsup pretraining needs a timm "
+            "VisionTransformer (a 'vit_*' or 'deit_*' name)."
+        )
+    check_patch_grid(model)
+    return model
+
+
+def check_patch_grid(encoder: VisionTransformer) -> None:
+    """Raise ``ValueError`` unless the encoder's image size is a whole number of patches."""
+    size = _pair(encoder.patch_embed.img_size)
+    patch = _pair(encoder.patch_embed.patch_size)
+    if size[0] % patch[0] or size[1] % patch[1]:
+        raise ValueError(
+            f"Image size {size[0]}x{size[1]} is not divisible by the patch size {patch[0]}x{patch[1]}: "
+            f"choose an image size that is a multiple of {patch[0]} (e.g. "
+            f"{(size[0] // patch[0]) * patch[0] or patch[0]}) or a patch size that divides {size[0]}."
+        )
+
+
+def encoder_spec(encoder: VisionTransformer) -> dict[str, Any]:
+    """Everything needed to rebuild ``encoder`` with :func:`create_encoder` (JSON-serialisable).
+
+    ``{"name": ..., "img_size": ..., "patch_size": ..., "model_args": {...}}``; the model arguments
+    are the ones timm recorded at construction.
+    """
+    args = {k: v for k, v in get_model_args(encoder).items() if k not in ("num_classes", "pretrained_cfg_overlay")}
+    args.pop("img_size", None)
+    args.pop("patch_size", None)
+    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
+    return {
+        "name": encoder.pretrained_cfg.get("architecture") or type(encoder).__name__,
+        "img_size": int(_pair(encoder.patch_embed.img_size)[0]),
+        "patch_size": int(_pair(encoder.patch_embed.patch_size)[0]),
+        "model_args": args,
+    }
+
+
+def encoder_from_spec(spec: dict[str, Any]) -> VisionTransformer:
+    """Inverse of :func:`encoder_spec`."""
+    return create_encoder(spec["name"], img_size=spec["img_size"], patch_size=spec["patch_size"], **spec["model_args"])
+
+
+def data_config(encoder: VisionTransformer) -> dict[str, Any]:
+    """Preprocessing facts from timm's ``pretrained_cfg``: ``{"mean", "std", "input_size"}``."""
+    cfg = encoder.pretrained_cfg
+    size = _pair(encoder.patch_embed.img_size)
+    return {
+        "mean": tuple(float(m) for m in cfg.get("mean", (0.485, 0.456, 0.406))),
+        "std": tuple(float(s) for s in cfg.get("std", (0.229, 0.224, 0.225))),
+        "input_size": (int(encoder.patch_embed.proj.in_channels), *size),
+    }
+
+
+def default_pool(encoder: VisionTransformer, method: str | None = None) -> Pool:
+    """Default feature pooling: the class token, except for MAE (mean of patch tokens, as its paper
+    reports better linear-probe accuracy that way) and for ViTs without a class token."""
+    if not encoder.has_class_token or method == "mae":
+        return "avg"
+    return "token"
+
+
+def pooled_features(encoder: VisionTransformer, images: torch.Tensor, pool: Pool = "token") -> torch.Tensor:
+    """``[B, C, H, W]`` normalised images → ``[B, D]`` features after the final norm.
+
+    ``token`` is the class token; ``avg`` is the mean of the patch tokens (prefix tokens excluded).
+    """
+    if pool == "token" and not encoder.has_class_token:
+        raise ValueError("pool='token' needs a class token; this encoder has none: use pool='avg'.")
+    if pool not in ("token", "avg"):
+        raise ValueError(f"pool must be 'token' or 'avg', got {pool!r}.")
+    return encoder.pool(encoder.forward_features(images), pool_type=pool)

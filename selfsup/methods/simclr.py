@@ -1,0 +1,86 @@
+"""SimCLR (Chen et al. 2020): two augmented views, a projection MLP, and the InfoNCE loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from selfsup.augment import SimCLRAugment, SimCLRViewConfig
+from selfsup.heads import ProjectionHead
+from selfsup.losses import InfoNCELoss
+from selfsup.methods.base import PretrainModule, as_config
+from selfsup.optim import OptimConfig
+
+
+class SimCLR(PretrainModule):
+    """Contrastive pretraining of a ViT with InfoNCE over the (global) batch.
+
+    Both views go through the encoder in one forward pass; the pooled feature (class token) goes
+    through the projection MLP and the loss compares the two views' projections.
+
+    Args:
+        encoder, img_size, patch_size, encoder_kwargs: the encoder (see ``PretrainModule``).
+        projection_hidden_dim, projection_dim, projection_layers: the projection MLP
+            (SimCLR v2: 3 layers; v1: 2 layers of 2048 → 128).
+        temperature: InfoNCE temperature.
+        gather_distributed: contrast with the negatives of all processes (global batch). Turning it
+            off under DDP shrinks the negatives to the local batch and triggers a warning.
+        sync_batchnorm: synchronise the projection head's BatchNorm across processes under DDP.
+        augment: view parameters (SimCLR paper defaults; the CIFAR config uses its CIFAR values).
+        optim: optimiser and schedule. The learning rate is ``optim.base_lr * global_batch / 256``
+            with ``global_batch = data.batch_size * processes * accumulate_grad_batches``; the default
+            is AdamW (the usual choice for ViTs, e.g. MoCo v3) with weight decay 0.1, LARS is available
+            with ``optim.name: lars``.
+    """
+
+    method = "simclr"
+
+    def __init__(
+        self,
+        encoder: str | nn.Module = "vit_tiny_patch16_224",
+        img_size: int | None = None,
+        patch_size: int | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+        projection_hidden_dim: int = 2048,
+        projection_dim: int = 128,
+        projection_layers: int = 2,
+        temperature: float = 0.1,
+        gather_distributed: bool = True,
+        sync_batchnorm: bool = True,
+        augment: SimCLRViewConfig = SimCLRViewConfig(),
+        optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.1, warmup_epochs=10),
+    ) -> None:
+        super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim)
+        self.save_hyperparameters(ignore=["encoder"] if isinstance(encoder, nn.Module) else None)
+        self.projection = ProjectionHead(self.encoder.num_features, projection_hidden_dim, projection_dim,
+                                         projection_layers)
+        self.criterion = InfoNCELoss(temperature, gather_distributed)
+        self.sync_batchnorm = sync_batchnorm
+        self.view_augment = SimCLRAugment(self.image_size, self.mean, self.std, as_config(SimCLRViewConfig, augment))
+
+    def augment(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.view_augment(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images → projections ``[B, projection_dim]``."""
+        return self.projection(self.features(images))
+
+    def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1 and not self.criterion.gather_distributed:
+            rank_zero_warn(
+                f"SimCLR runs on {self.trainer.world_size} processes with gather_distributed=False: each sample "
+                f"is contrasted only with its own process's batch ({self.criterion.negatives_per_sample(1)}"
+                " negatives per image at batch 1 per process; see train/negatives). Set "
+                "model.init_args.gather_distributed: true to use the global batch.",
+                category=UserWarning,
+            )
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        (view1, view2), _ = batch
+        z1, z2 = self(torch.cat([view1, view2])).chunk(2)
+        loss = self.criterion(z1, z2)
+        self.log_step(loss, len(view1), negatives=float(self.criterion.negatives_per_sample(len(view1))))
+        return loss
