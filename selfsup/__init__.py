@@ -2,8 +2,8 @@
 
 from selfsup.data import ImageDataModule
 from selfsup.encoders import create_encoder
-from selfsup.methods import METHODS, PretrainModule, SimCLR
+from selfsup.methods import MAE, METHODS, PretrainModule, SimCLR
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "ImageDataModule", "PretrainModule", "SimCLR", "__version__", "create_encoder"]
+__all__ = ["MAE", "METHODS", "ImageDataModule", "PretrainModule", "SimCLR", "__version__", "create_encoder"]

@@ -9,6 +9,7 @@ saved as ``config.yaml`` beside the logs of every run.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -46,8 +47,12 @@ def trainer_defaults() -> dict:
     }
 
 
-def lightning_main(args: Sequence[str]) -> None:
-    SelfSupCLI(
+def lightning_main(args: Sequence[str] | None = None) -> LightningCLI:
+    """LightningCLI's subcommands; ``args=None`` reads ``sys.argv``."""
+    # augmentation lives in the module's on_after_batch_transfer by design; SSL methods have no validation_step
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=".*`val_dataloader` but have no `validation_step`.*")
+    return SelfSupCLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
@@ -55,19 +60,19 @@ def lightning_main(args: Sequence[str]) -> None:
         trainer_defaults=trainer_defaults(),
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        args=list(args),
+        args=None if args is None else list(args),
     )
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], None]] = {}
+COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> object:
+    """Entry point of the ``selfsup`` console script; returns what the subcommand built (for tests)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
-        COMMANDS[args[0]](args[1:])
-    else:
-        lightning_main(args)
+        return COMMANDS[args[0]](args[1:])
+    return lightning_main(None if argv is None else args)
 
 
 if __name__ == "__main__":

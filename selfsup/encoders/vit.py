@@ -15,6 +15,8 @@ import torch
 from timm.models import get_model_args
 from timm.models.vision_transformer import VisionTransformer
 
+from selfsup.encoders.masking import Masked, random_masking
+
 Pool = Literal["token", "avg"]
 
 
@@ -138,3 +140,46 @@ def pooled_features(encoder: VisionTransformer, images: torch.Tensor, pool: Pool
     if pool not in ("token", "avg"):
         raise ValueError(f"pool must be 'token' or 'avg', got {pool!r}.")
     return encoder.pool(encoder.forward_features(images), pool_type=pool)
+
+
+def encode_visible(
+    encoder: VisionTransformer,
+    images: torch.Tensor,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, Masked]:
+    """MAE's encoder pass: the transformer blocks see only the visible patch tokens (plus the prefix
+    tokens: class and register tokens), which is where MAE's speed comes from.
+
+    Built from timm's public pieces: ``patch_embed``, ``pos_embed``, ``cls_token``/``reg_token``,
+    ``norm_pre``, ``blocks``, ``norm``. Position embeddings are added before masking, so every kept
+    token carries its original position.
+
+    Returns ``(tokens [B, prefix + K, D] after the final norm, Masked)``.
+    """
+    if encoder.pos_embed is None or getattr(encoder, "dynamic_img_size", False):
+        raise ValueError("encode_visible needs a ViT with a fixed learned position embedding "
+                         "(no dynamic_img_size, pos_embed present).")
+    if not isinstance(encoder.patch_drop, torch.nn.Identity):
+        raise ValueError("encode_visible masks patches itself: build the encoder without patch_drop_rate.")
+    prefix = encoder.num_prefix_tokens
+    x = encoder.patch_embed(images)  # [B, L, D]
+    pos = encoder.pos_embed
+    if encoder.no_embed_class:
+        x = x + pos
+        prefix_pos = None
+    else:
+        x = x + pos[:, prefix:]
+        prefix_pos = pos[:, :prefix]
+    masked = random_masking(x, mask_ratio, generator)
+    tokens = [t.expand(x.shape[0], -1, -1) for t in (encoder.cls_token, encoder.reg_token) if t is not None]
+    if tokens:
+        prefix_tokens = torch.cat(tokens, dim=1)
+        if prefix_pos is not None:
+            prefix_tokens = prefix_tokens + prefix_pos
+        x = torch.cat([prefix_tokens, masked.kept], dim=1)
+    else:
+        x = masked.kept
+    x = encoder.norm_pre(encoder.pos_drop(x))
+    x = encoder.blocks(x)
+    return encoder.norm(x), masked

@@ -14,7 +14,14 @@ from torch import nn
 
 from selfsup import distributed
 from selfsup.augment import Normalize
-from selfsup.encoders import check_patch_grid, create_encoder, data_config, default_pool, encoder_spec, pooled_features
+from selfsup.encoders import (
+    check_patch_grid,
+    create_encoder,
+    data_config,
+    default_pool,
+    encoder_spec,
+    pooled_features,
+)
 from selfsup.optim import OptimConfig, WarmupCosine, build_optimizer, param_groups
 
 CHECKPOINT_KEY = "selfsup"

@@ -1,0 +1,103 @@
+"""What MAE sees and what it paints back, as a PNG grid: people look at these rather than read losses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from torchvision.utils import make_grid, save_image
+
+from selfsup.encoders import unpatchify
+
+
+@torch.no_grad()
+def reconstruction_grid(module, images: torch.Tensor, seed: int = 0, min_side: int = 96) -> torch.Tensor:
+    """Three rows for a uint8 batch ``[N, 3, H, W]``: the original, the masked input (hidden patches
+    grey), and the reconstruction with the visible patches pasted back. Returns a float ``[3, h, w]``
+    grid in [0, 1]; images smaller than ``min_side`` are enlarged (nearest) to stay legible."""
+    was_training = module.training
+    module.eval()
+    try:
+        device = next(module.parameters()).device
+        x = module.normalize(images.to(device))
+        generator = torch.Generator(device=device).manual_seed(seed)
+        pred, target, mask = module(x, generator=generator)
+        if module.criterion.norm_pix_loss:  # predictions are per-patch normalised: undo with the target's stats
+            mean = target.mean(dim=-1, keepdim=True)
+            std = (target.var(dim=-1, keepdim=True) + module.criterion.eps).sqrt()
+            pred = pred * std + mean
+        keep = (1 - mask).unsqueeze(-1)
+        p, c, (h, w) = module.patch_size, module.in_chans, x.shape[-2:]
+        masked = unpatchify(target * keep, p, c, h, w)  # hidden patches → 0 = the data mean: grey
+        pasted = unpatchify(target * keep + pred * (1 - keep), p, c, h, w)
+        rows = torch.cat([x, masked, pasted])
+        mean_t = torch.tensor(module.mean, device=device).view(1, -1, 1, 1)
+        std_t = torch.tensor(module.std, device=device).view(1, -1, 1, 1)
+        rows = (rows.float() * std_t + mean_t).clamp(0, 1)
+        if h < min_side:
+            factor = -(-min_side // h)
+            rows = F.interpolate(rows, scale_factor=factor, mode="nearest")
+        return make_grid(rows.cpu(), nrow=len(images), padding=2, pad_value=1.0)
+    finally:
+        module.train(was_training)
+
+
+class ReconstructionGrid(Callback):
+    """Every ``every_n_epochs`` (and after the last epoch), save the reconstruction grid of a fixed
+    set of held-out images as ``<run dir>/reconstructions/epoch_<NNN>.png`` and send it to the active
+    logger (TensorBoard ``add_image``, W&B ``log_image``). The same images and the same masks every
+    time, so the PNGs show training progress.
+
+    Args:
+        every_n_epochs: how often.
+        num_images: images per grid (columns).
+        seed: seed of the masks.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, num_images: int = 8, seed: int = 0) -> None:
+        if every_n_epochs < 1 or num_images < 1:
+            raise ValueError("every_n_epochs and num_images must be >= 1.")
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.seed = seed
+        self.images: torch.Tensor | None = None
+        self.paths: list[Path] = []
+
+    def _fixed_images(self, trainer: L.Trainer) -> torch.Tensor:
+        if self.images is None:
+            datamodule = trainer.datamodule
+            loader = None
+            if datamodule is not None and hasattr(datamodule, "eval_dataloader"):
+                try:
+                    loader = datamodule.eval_dataloader("val", batch_size=self.num_images)
+                except ValueError:
+                    loader = datamodule.eval_dataloader("train", batch_size=self.num_images)
+            images, _ = next(iter(loader if loader is not None else trainer.train_dataloader))
+            self.images = images[: self.num_images].clone()
+        return self.images
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if not trainer.is_global_zero or ((epoch + 1) % self.every_n_epochs and not last):
+            return
+        if not hasattr(pl_module, "decoder") or not hasattr(pl_module, "patch_size"):
+            rank_zero_warn("ReconstructionGrid only applies to MAE; skipping it for this model.")
+            return
+        grid = reconstruction_grid(pl_module, self._fixed_images(trainer), seed=self.seed)
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "reconstructions"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"epoch_{epoch:03d}.png"
+        save_image(grid, path)
+        self.paths.append(path)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):  # TensorBoard
+                experiment.add_image("mae/reconstruction", grid, global_step=trainer.global_step)
+            elif hasattr(logger, "log_image"):  # Weights & Biases
+                logger.log_image(key="mae/reconstruction", images=[grid.permute(1, 2, 0).numpy()],
+                                 step=trainer.global_step)

@@ -1,0 +1,89 @@
+import lightning as L
+import pytest
+import torch
+
+from selfsup.augment import MAEAugment, MAEViewConfig, SimCLRAugment, SimCLRViewConfig
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+def batch(n=16, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+
+
+def test_shapes_dtype_and_value_range():
+    aug = SimCLRAugment(32, MEAN, STD)
+    v1, v2 = aug(batch())
+    for v in (v1, v2):
+        assert v.shape == (16, 3, 32, 32) and v.dtype == torch.float32 and v.device.type == "cpu"
+        low = (0 - torch.tensor(MEAN)) / torch.tensor(STD)
+        high = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
+        per_channel = v.transpose(0, 1).reshape(3, -1)
+        assert (per_channel.min(1).values >= low - 1e-4).all() and (per_channel.max(1).values <= high + 1e-4).all()
+
+
+def test_the_two_views_differ_and_use_separate_pipelines():
+    aug = SimCLRAugment(32, MEAN, STD)
+    assert aug.view1 is not aug.view2
+    v1, v2 = aug(batch())
+    assert (v1 - v2).abs().mean() > 0.1
+
+
+def test_samples_in_a_batch_get_different_parameters():
+    # the same image repeated: only per-sample randomness can make the outputs differ
+    image = batch(1)
+    aug = SimCLRAugment(32, MEAN, STD, SimCLRViewConfig(jitter_prob=0.0, grayscale_prob=0.0))
+    v1, _ = aug(image.expand(8, -1, -1, -1))
+    diffs = [(v1[0] - v1[i]).abs().mean().item() for i in range(1, 8)]
+    assert min(diffs) > 0.01
+    # colour jitter alone, crop off: per-sample colour parameters
+    jitter_only = SimCLRAugment(32, MEAN, STD, SimCLRViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+                                                                hflip_prob=0.0, jitter_prob=1.0, grayscale_prob=0.0))
+    c1, _ = jitter_only(image.expand(8, -1, -1, -1))
+    assert min((c1[0] - c1[i]).abs().mean().item() for i in range(1, 8)) > 0.01
+
+
+def test_same_seed_same_output_under_seed_everything():
+    aug = SimCLRAugment(32, MEAN, STD, SimCLRViewConfig(solarize_prob=0.5))
+    x = batch()
+    L.seed_everything(7)
+    a1, a2 = aug(x)
+    L.seed_everything(7)
+    b1, b2 = aug(x)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    L.seed_everything(8)
+    c1, _ = aug(x)
+    assert not torch.equal(a1, c1)
+
+
+def test_blur_only_where_the_image_is_large_enough():
+    names = lambda aug: [type(m).__name__ for m in aug.view1]  # noqa: E731
+    assert "RandomGaussianBlur" not in names(SimCLRAugment(32, MEAN, STD))
+    assert "RandomGaussianBlur" in names(SimCLRAugment(96, MEAN, STD))
+    assert "RandomSolarize" in names(SimCLRAugment(32, MEAN, STD, SimCLRViewConfig(solarize_prob=0.2)))
+
+
+def test_identity_settings_reduce_to_normalisation():
+    aug = SimCLRAugment(32, MEAN, STD, SimCLRViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0,
+                                                        jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0))
+    x = batch(4)
+    v1, v2 = aug(x)
+    expected = (x.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(v1, expected, atol=2e-3, rtol=0)
+    torch.testing.assert_close(v2, expected, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("kwargs", [{"hflip_prob": 1.5}, {"crop_scale": (0.0, 1.0)}, {"jitter_strength": -1.0},
+                                    {"grayscale_prob": -0.1}])
+def test_invalid_view_parameters_raise(kwargs):
+    with pytest.raises(ValueError):
+        SimCLRViewConfig(**kwargs)
+
+
+def test_mae_augment():
+    aug = MAEAugment(32, MEAN, STD)
+    out = aug(batch())
+    assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
+    with pytest.raises(ValueError):
+        MAEViewConfig(crop_scale=(0.5, 0.2))

@@ -1,0 +1,126 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.data import ImageDataModule
+from tests.helpers import write_image_folder
+
+
+def check_batch(batch, batch_size, size, labelled=True):
+    images, labels = batch
+    assert images.shape == (batch_size, 3, size, size) and images.dtype == torch.uint8
+    assert labels.shape == (batch_size,) and labels.dtype == torch.int64
+    if labelled:
+        assert (labels >= 0).all()
+
+
+def test_digits_is_the_offline_default():
+    dm = ImageDataModule(batch_size=32, num_workers=0)
+    assert dm.source == "digits"
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 1797 and dm.num_classes == 10
+    check_batch(next(iter(dm.train_dataloader())), 32, 32)
+    check_batch(next(iter(dm.val_dataloader())), 32, 32)
+    # the held-out split is fixed and disjoint from training
+    assert len(dm.val_set) == 360
+
+
+def test_folder_source(tmp_path):
+    root = write_image_folder(tmp_path, classes=("a", "b"), per_class=5, size=20)
+    dm = ImageDataModule("folder", str(root), image_size=16, batch_size=4, num_workers=0)
+    check_batch(next(iter(dm.train_dataloader())), 4, 16)
+    assert len(dm.train_dataloader()) == 2  # 10 images, drop_last
+    assert sum(len(b[1]) for b in dm.eval_dataloader("val")) == 10  # complete, unshuffled
+    assert dm.classes == ["a", "b"]
+
+
+def test_folder_with_test_instead_of_val(tmp_path):
+    root = write_image_folder(tmp_path, per_class=2, splits=("train", "test"))
+    dm = ImageDataModule("folder", str(root), image_size=8, batch_size=2, num_workers=0)
+    dm.setup()
+    assert len(dm.val_set) == 4
+
+
+def test_folder_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist.*root/train/<class>"):
+        ImageDataModule("folder", str(tmp_path / "missing"), num_workers=0).setup()
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no 'train' folder"):
+        ImageDataModule("folder", str(tmp_path / "flat"), num_workers=0).setup()
+    with pytest.raises(ValueError, match="needs data.root"):
+        ImageDataModule("folder")
+    with pytest.raises(ValueError, match="unknown data source"):
+        ImageDataModule("imagenet")
+
+
+def test_subsets_are_fixed_by_seed():
+    a = ImageDataModule(train_subset=100, val_subset=50, num_workers=0)
+    b = ImageDataModule(train_subset=100, val_subset=50, num_workers=0)
+    a.setup()
+    b.setup()
+    assert len(a.train_set) == 100 and len(a.val_set) == 50
+    assert a.train_set.indices == b.train_set.indices
+
+
+def write_fake_cifar(root, folder, batches, key, n=6):
+    base = root / folder
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in batches:
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: list(range(n))}
+        (base / name).write_bytes(pickle.dumps(entry))
+    return base
+
+
+@pytest.mark.parametrize("source", ["cifar10", "cifar100"])
+def test_cifar_sources_read_torchvision_files(tmp_path, monkeypatch, source):
+    import torchvision.datasets.cifar as cifar
+
+    monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
+    if source == "cifar10":
+        base = write_fake_cifar(tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels")
+        (base / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    else:
+        base = write_fake_cifar(tmp_path, "cifar-100-python", ["train", "test"], "fine_labels")
+        (base / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+    dm = ImageDataModule(source, str(tmp_path), image_size=32, batch_size=4, num_workers=0)
+    check_batch(next(iter(dm.train_dataloader())), 4, 32)
+    dm64 = ImageDataModule(source, str(tmp_path), image_size=48, batch_size=3, num_workers=0)
+    check_batch(next(iter(dm64.val_dataloader())), 3, 48)
+
+
+def test_stl10_source_marks_unlabelled_images(tmp_path, monkeypatch):
+    import torchvision.datasets.stl10 as stl10
+
+    monkeypatch.setattr(stl10, "check_integrity", lambda *a, **k: True)
+    base = tmp_path / "stl10_binary"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 4), ("unlabeled", 4)):
+        (base / f"{split}_X.bin").write_bytes(rng.integers(0, 256, n * 3 * 96 * 96, dtype=np.uint8).tobytes())
+        if split != "unlabeled":
+            (base / f"{split}_y.bin").write_bytes(np.arange(1, n + 1, dtype=np.uint8).tobytes())
+    (base / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(10)))
+    dm = ImageDataModule("stl10", str(tmp_path), image_size=32, batch_size=8, num_workers=0)
+    dm.setup()
+    assert len(dm.train_set) == 8 and (torch.tensor(dm.train_set.targets) == -1).sum() == 4
+    check_batch(next(iter(dm.train_dataloader())), 8, 32, labelled=False)
+    check_batch(next(iter(dm.val_dataloader())), 4, 32)
+
+
+def test_missing_torchvision_files_say_how_to_download(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cifar10 was not found under .*data.download: true"):
+        ImageDataModule("cifar10", str(tmp_path), num_workers=0).setup()
+
+
+def test_prepare_data_downloads_only_when_asked(tmp_path, monkeypatch):
+    import selfsup.data.datamodule as datamodule
+
+    calls = []
+    monkeypatch.setattr(datamodule, "download_torchvision", lambda source, root: calls.append((source, root)))
+    ImageDataModule("cifar10", str(tmp_path)).prepare_data()
+    assert calls == []
+    ImageDataModule("cifar10", str(tmp_path), download=True).prepare_data()
+    assert calls == [("cifar10", str(tmp_path))]

@@ -1,0 +1,60 @@
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.data import ImageDecodeError, ImageFolderDataset
+from tests.helpers import write_image_folder
+
+
+def test_samples_and_labels(tmp_path):
+    root = write_image_folder(tmp_path, classes=("a", "b", "c"), per_class=3)
+    ds = ImageFolderDataset(root / "train", size=12)
+    assert ds.classes == ["a", "b", "c"] and len(ds) == 9
+    image, label = ds[4]
+    assert image.shape == (3, 12, 12) and image.dtype == torch.uint8 and label == 1
+
+
+def test_missing_folder_names_path_and_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere.*root/train/<class>/<image>"):
+        ImageFolderDataset(tmp_path / "nowhere", size=8)
+
+
+def test_no_class_folders_and_empty_class_folder(tmp_path):
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "train" / "loose.png")
+    with pytest.raises(ValueError, match="has no class folders"):
+        ImageFolderDataset(tmp_path / "train", size=8)
+    (tmp_path / "train" / "cat").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "train" / "cat" / "0.png")
+    (tmp_path / "train" / "dog").mkdir()
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match=r"Class folder '.*dog' contains no images"):
+        ImageFolderDataset(tmp_path / "train", size=8)
+
+
+def test_held_out_split_must_use_training_classes(tmp_path):
+    root = write_image_folder(tmp_path, classes=("a", "b"), per_class=1)
+    (root / "val" / "zebra").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "val" / "zebra" / "0.png")
+    with pytest.raises(ValueError, match="zebra"):
+        ImageFolderDataset(root / "val", size=8, classes=["a", "b"])
+
+
+def test_corrupt_file_raises_naming_it_or_is_skipped_with_a_warning(tmp_path):
+    root = write_image_folder(tmp_path, classes=("a",), per_class=3, splits=("train",))
+    bad = root / "train" / "a" / "1.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    ds = ImageFolderDataset(root / "train", size=8)
+    with pytest.raises(ImageDecodeError, match="1.png"):
+        ds[1]
+    skipping = ImageFolderDataset(root / "train", size=8, skip_corrupt=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image, label = skipping[1]
+        skipping[1]  # the same file again: counted once
+    assert image.shape == (3, 8, 8)
+    messages = [str(w.message) for w in caught if "skip_corrupt" in str(w.message)]
+    assert len(messages) == 1 and "1.png" in messages[0] and "1 skipped so far" in messages[0]
+    assert len(skipping.skipped) == 1

@@ -1,0 +1,64 @@
+"""The ``selfsup`` command, run as a user runs it: the installed console script, in a subprocess."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from tests.helpers import REPO
+
+
+def selfsup_command() -> list[str]:
+    script = Path(sys.executable).parent / "selfsup"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("selfsup")
+    return [found] if found else [sys.executable, "-m", "selfsup"]
+
+
+def run(args, cwd, timeout=300):
+    return subprocess.run(selfsup_command() + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_quickstart_fast_dev_run(tmp_path):
+    result = run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.fast_dev_run=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kNN top-1 on the held-out split" in result.stdout
+
+
+def test_short_run_saves_config_last_and_best_checkpoints(tmp_path):
+    result = run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.max_epochs=2",
+                  "--data.init_args.train_subset=256", "--data.init_args.batch_size=64",
+                  "--model.init_args.encoder_kwargs={depth: 1}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "quickstart" / "version_0"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "selfsup.SimCLR"
+    assert config["data"]["init_args"]["image_size"] == 16
+    assert config["model"]["init_args"]["encoder_kwargs"] == {"depth": 1}
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["selfsup"]["method"] == "simclr" and last["global_step"] == 8
+    assert last["selfsup"]["encoder"]["img_size"] == 16  # data.image_size, linked into the model
+    report = json.loads((run_dir / "knn_report.json").read_text())
+    assert 0 <= report["top1_init"] <= 1 and 0 <= report["top1_trained"] <= 1
+
+
+def test_config_typo_is_a_clear_error(tmp_path):
+    result = run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--model.init_args.temprature=0.1",
+                  "--trainer.fast_dev_run=true"], tmp_path)
+    assert result.returncode != 0
+    assert "temprature" in result.stderr
+
+
+def test_print_config_resolves_every_section(tmp_path):
+    result = run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--print_config"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load(result.stdout)
+    assert config["model"]["init_args"]["optim"]["name"] == "adamw"
+    assert config["checkpoint"]["save_last"] is True

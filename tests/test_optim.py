@@ -1,0 +1,47 @@
+import math
+
+import pytest
+import torch
+from timm.optim import Lars
+
+from selfsup.encoders import create_encoder
+from selfsup.optim import OptimConfig, WarmupCosine, build_optimizer, param_groups
+
+
+def test_warmup_then_cosine_numbers():
+    schedule = WarmupCosine(warmup_steps=4, total_steps=14, min_ratio=0.1)
+    assert [schedule(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert schedule(4) == pytest.approx(1.0)
+    assert schedule(9) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert schedule(14) == pytest.approx(0.1)
+    assert schedule(100) == pytest.approx(0.1)
+    assert WarmupCosine(0, 10)(0) == pytest.approx(1.0)
+
+
+def test_lr_scales_with_global_batch():
+    assert OptimConfig(base_lr=1e-3).scaled_lr(512) == pytest.approx(2e-3)
+    assert OptimConfig(base_lr=1e-3).scaled_lr(64) == pytest.approx(2.5e-4)
+
+
+def test_no_weight_decay_on_biases_norms_position_embedding_and_class_token():
+    encoder = create_encoder("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=1)
+    groups = param_groups(encoder, 0.05, set(encoder.no_weight_decay()))
+    decayed = {id(p) for p in groups[0]["params"]}
+    names = {id(p): n for n, p in encoder.named_parameters()}
+    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0.0
+    decayed_names = {names[i] for i in decayed}
+    assert "pos_embed" not in decayed_names and "cls_token" not in decayed_names
+    assert all(not n.endswith(".bias") and "norm" not in n for n in decayed_names)
+    assert "blocks.0.attn.qkv.weight" in decayed_names and "patch_embed.proj.weight" in decayed_names
+    assert sum(len(g["params"]) for g in groups) == len(list(encoder.parameters()))
+
+
+def test_optimizer_choice_and_validation():
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2, 2))], "weight_decay": 0.0}]
+    assert isinstance(build_optimizer(OptimConfig(name="lars"), groups, 0.1), Lars)
+    adamw = build_optimizer(OptimConfig(betas=(0.9, 0.95)), groups, 0.1)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.95)
+    with pytest.raises(ValueError, match="adamw' or 'lars"):
+        OptimConfig(name="sgd")
+    with pytest.raises(ValueError, match="base_lr"):
+        OptimConfig(base_lr=0)
