@@ -67,12 +67,17 @@ def lightning_main(args: Sequence[str] | None = None) -> LightningCLI:
 COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {}
 
 
-def main(argv: Sequence[str] | None = None) -> object:
-    """Entry point of the ``selfsup`` console script; returns what the subcommand built (for tests)."""
+def run(argv: Sequence[str] | None = None) -> object:
+    """Run a ``selfsup`` subcommand and return what it built (the LightningCLI, a report...)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in COMMANDS:
         return COMMANDS[args[0]](args[1:])
     return lightning_main(None if argv is None else args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``selfsup`` console script (exit status 0 unless an error is raised)."""
+    run(argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selfsup.cli import main
+from selfsup.cli import run
 from tests.helpers import REPO, write_image_folder
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -19,7 +19,7 @@ def test_there_are_configs():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_config_parses_and_resolves(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "-c", str(config), "--print_config"])
+        run(["fit", "-c", str(config), "--print_config"])
     assert exit_info.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["model"]["class_path"].startswith("selfsup.")
@@ -31,7 +31,7 @@ def test_config_parses_and_resolves(config, capsys):
 def test_cifar_config_runs_one_step_on_a_folder(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4, size=32)
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "-c", str(REPO / "configs" / "simclr" / "vit_tiny_cifar10.yaml"), "--trainer.fast_dev_run=true",
+    cli = run(["fit", "-c", str(REPO / "configs" / "simclr" / "vit_tiny_cifar10.yaml"), "--trainer.fast_dev_run=true",
           f"--data.init_args.root={root}", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
           "--model.init_args.encoder_kwargs={depth: 1}", "--trainer.accelerator=cpu"])
     assert cli.trainer.global_step == 1

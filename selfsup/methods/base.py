@@ -168,9 +168,15 @@ class PretrainModule(L.LightningModule):
 
     # --- checkpoints -------------------------------------------------------------------------------
 
+    def save_init_args(self, init_args: dict[str, Any]) -> None:
+        """Record a subclass's constructor arguments (pass ``locals()`` first thing in ``__init__``) as
+        plain hyperparameters: dataclasses become dicts, an injected encoder module is left out. Plain
+        values keep checkpoints loadable with ``weights_only=True`` and loggers able to write them."""
+        hparams = {k: _plain(v) for k, v in init_args.items()
+                   if k not in ("self", "__class__") and not isinstance(v, nn.Module)}
+        self.save_hyperparameters(hparams)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "hyper_parameters" in checkpoint:
-            checkpoint["hyper_parameters"] = _plain(dict(checkpoint["hyper_parameters"]))
         checkpoint[CHECKPOINT_KEY] = {
             "format": CHECKPOINT_FORMAT,
             "method": self.method,

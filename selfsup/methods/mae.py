@@ -52,7 +52,7 @@ class MAE(PretrainModule):
         optim: OptimConfig = OptimConfig(base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40),
     ) -> None:
         super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim)
-        self.save_hyperparameters(ignore=["encoder"] if isinstance(encoder, nn.Module) else None)
+        self.save_init_args(locals())
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(
                 f"mask_ratio must lie strictly between 0 and 1 (the fraction of patches to hide), got {mask_ratio}."

@@ -54,7 +54,7 @@ class SimCLR(PretrainModule):
         optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.1, warmup_epochs=10),
     ) -> None:
         super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim)
-        self.save_hyperparameters(ignore=["encoder"] if isinstance(encoder, nn.Module) else None)
+        self.save_init_args(locals())
         self.projection = ProjectionHead(self.encoder.num_features, projection_hidden_dim, projection_dim,
                                          projection_layers)
         self.criterion = InfoNCELoss(temperature, gather_distributed)

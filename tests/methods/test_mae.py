@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 
 from selfsup import MAE, ImageDataModule
-from selfsup.cli import main
+from selfsup.cli import run
 from selfsup.eval import ReconstructionGrid
 from selfsup.heads import default_decoder
 from selfsup.optim import OptimConfig
@@ -113,7 +113,7 @@ def test_switching_class_path_from_simclr_to_mae_changes_nothing_else():
 def test_cli_fast_dev_run_of_the_mae_config(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4, size=32)
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "-c", str(REPO / "configs/mae/vit_tiny_cifar10.yaml"), "--trainer.fast_dev_run=true",
+    cli = run(["fit", "-c", str(REPO / "configs/mae/vit_tiny_cifar10.yaml"), "--trainer.fast_dev_run=true",
                 f"--data.init_args.root={root}", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
                 "--trainer.accelerator=cpu"])
     assert isinstance(cli.model, MAE) and cli.trainer.global_step == 1
