@@ -6,8 +6,10 @@ reference: the pipeline of lightly's SimCLR examples: torchvision transforms per
 workers (lightly's ``SimCLRTransform``), lightly's ``NTXentLoss``.
 
 Both use the same timm encoder, projection head, optimiser, batch size, images and number of
-workers; each is timed over the same number of steps after a warm-up, and the two are interleaved
-in rounds so that background load hits both alike.
+workers. The two alternate in rounds (so that background load hits both alike); in each round a
+pipeline starts fresh DataLoader workers, runs warm-up steps, then is timed, and its workers are
+shut down before the other pipeline starts, so neither one's workers prefetch (and take CPU) while
+the other is being timed.
 
     pip install -e ".[bench]"
     python benchmarks/simclr_throughput.py --root ../shared/data/cifar10 --image-size 32 --batch-size 128
@@ -41,15 +43,11 @@ def selfsup_pipeline(args, device):
     data = ImageDataModule("folder", args.root, image_size=args.image_size, batch_size=args.batch_size,
                            num_workers=args.workers, train_subset=args.images)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loader = data.train_dataloader()
+    data.setup()
+    loader = DataLoader(data.train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                        num_workers=args.workers)
 
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
-
-    def step():
+    def step(stream):
         images, _ = next(stream)
         view1, view2 = model.augment(images.to(device, non_blocking=True))
         z1, z2 = model(torch.cat([view1, view2])).chunk(2)
@@ -59,7 +57,7 @@ def selfsup_pipeline(args, device):
         optimizer.step()
         return loss
 
-    return step
+    return loader, step
 
 
 def reference_pipeline(args, device):
@@ -75,17 +73,11 @@ def reference_pipeline(args, device):
     generator = torch.Generator().manual_seed(0)
     subset = Subset(folder, torch.randperm(len(folder), generator=generator)[:args.images].tolist())
     loader = DataLoader(subset, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        num_workers=args.workers, persistent_workers=args.workers > 0)
+                        num_workers=args.workers)
     criterion = NTXentLoss(temperature=0.2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    def batches():
-        while True:
-            yield from loader
-
-    stream = batches()
-
-    def step():
+    def step(stream):
         (view1, view2), _ = next(stream)
         z1, z2 = model(torch.cat([view1.to(device), view2.to(device)])).chunk(2)
         loss = criterion(z1, z2)
@@ -94,18 +86,24 @@ def reference_pipeline(args, device):
         optimizer.step()
         return loss
 
-    return step
+    return loader, step
 
 
-def timed(step, steps: int, device) -> float:
+def window(loader, step, warmup: int, steps: int, device) -> float:
+    """Fresh workers, ``warmup`` untimed steps, ``steps`` timed steps, workers shut down."""
+    stream = iter(loader)
+    for _ in range(warmup):
+        step(stream)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        step(stream)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    del stream  # shuts the workers down before the other pipeline is timed
+    return elapsed
 
 
 def main() -> None:
@@ -120,7 +118,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4096, help="training images to cycle through")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per pipeline per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each window")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -128,12 +126,10 @@ def main() -> None:
 
     pipelines = {"selfsup (Kornia, batched, on device)": selfsup_pipeline(args, device),
                  "reference (lightly: torchvision per image in workers + NTXentLoss)": reference_pipeline(args, device)}
-    for step in pipelines.values():
-        timed(step, args.warmup, device)
     seconds = dict.fromkeys(pipelines, 0.0)
     for _ in range(args.rounds):
-        for name, step in pipelines.items():
-            seconds[name] += timed(step, args.steps, device)
+        for name, (loader, step) in pipelines.items():
+            seconds[name] += window(loader, step, args.warmup, args.steps, device)
     images = args.steps * args.rounds * args.batch_size
     rates = {name: images / s for name, s in seconds.items()}
     names = list(rates)

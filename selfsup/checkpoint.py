@@ -100,3 +100,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"'{CHECKPOINT_KEY}', found {keys}). Pass a checkpoint written by `selfsup fit`, or an export folder."
         )
     return checkpoint
+
+
+def epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """Training epochs whose batches were all processed when ``checkpoint`` was written (Lightning's
+    ``epoch`` field is the index of the epoch in progress, one less at the end of an epoch)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0))

@@ -1,5 +1,8 @@
 """The ``selfsup`` command.
 
+``selfsup probe CKPT|RUN_DIR ...`` and ``selfsup export CKPT --out DIR`` evaluate and export
+checkpoints (see ``selfsup.commands``).
+
 ``selfsup fit|validate|test|predict -c CONFIG [--section.key value ...]`` is LightningCLI: every
 typed constructor argument of the model, the data and the trainer is settable from YAML or the
 command line, ``--print_config`` shows the resolved configuration, and the resolved configuration is
@@ -64,7 +67,19 @@ def lightning_main(args: Sequence[str] | None = None) -> LightningCLI:
     )
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {}
+def _probe(args: Sequence[str]) -> object:
+    from selfsup.commands import probe_command
+
+    return probe_command(args)
+
+
+def _export(args: Sequence[str]) -> object:
+    from selfsup.commands import export_command
+
+    return export_command(args)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {"probe": _probe, "export": _export}
 
 
 def run(argv: Sequence[str] | None = None) -> object:

@@ -105,13 +105,14 @@ class ImageDataModule(L.LightningDataModule):
         self.setup()
         return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
 
-    def eval_dataloader(self, split: Split, batch_size: int | None = None) -> DataLoader:
-        """Unshuffled, complete (no dropped batch) loader of a split, for feature extraction."""
+    def eval_dataloader(self, split: Split, batch_size: int | None = None, max_samples: int | None = None) -> DataLoader:
+        """Unshuffled, complete (no dropped batch) loader of a split, for feature extraction;
+        ``max_samples`` takes a fixed random subset of the split."""
         self.setup()
         dataset = self.train_set if split == "train" else self.val_set
         if dataset is None:
             raise ValueError(f"the {self.source} data at '{self.root}' has no held-out split. Expected layout: {LAYOUT}.")
-        return self._loader(dataset, shuffle=False, batch_size=batch_size)
+        return self._loader(self._subset(dataset, max_samples), shuffle=False, batch_size=batch_size)
 
     # --- helpers ---------------------------------------------------------------------------------
 

@@ -17,10 +17,12 @@ from selfsup.eval.knn import knn_accuracy
 
 
 def encoder_knn_top1(module, datamodule, k: int, temperature: float, pool: str, encoder=None,
-                     description: str | None = None) -> float:
-    """kNN top-1 of ``encoder`` (default: the module's): bank = training split, queries = held-out split."""
+                     description: str | None = None, max_train_samples: int | None = None) -> float:
+    """kNN top-1 of ``encoder`` (default: the module's): bank = training split (or ``max_train_samples``
+    of it), queries = held-out split."""
     encoder = encoder if encoder is not None else module.encoder
-    bank, bank_labels = extract_features(encoder, datamodule.eval_dataloader("train"), module.normalize, pool,
+    bank_loader = datamodule.eval_dataloader("train", max_samples=max_train_samples)
+    bank, bank_labels = extract_features(encoder, bank_loader, module.normalize, pool,
                                          description=description and f"{description}: train features")
     query, query_labels = extract_features(encoder, datamodule.eval_dataloader("val"), module.normalize, pool,
                                            description=description and f"{description}: held-out features")

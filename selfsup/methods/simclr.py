@@ -78,9 +78,11 @@ class SimCLR(PretrainModule):
                 category=UserWarning,
             )
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple, batch_idx: int) -> dict[str, torch.Tensor]:
         (view1, view2), _ = batch
-        z1, z2 = self(torch.cat([view1, view2])).chunk(2)
+        features = self.features(torch.cat([view1, view2]))
+        z1, z2 = self.projection(features).chunk(2)
         loss = self.criterion(z1, z2)
         self.log_step(loss, len(view1), negatives=float(self.criterion.negatives_per_sample(len(view1))))
-        return loss
+        # the first view's features, detached, for an online probe (free: already computed)
+        return {"loss": loss, "features": features[: len(view1)].detach()}

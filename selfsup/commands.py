@@ -1,0 +1,78 @@
+"""The ``selfsup`` subcommands that are not LightningCLI's: ``probe`` and ``export``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+
+@dataclass
+class DataOverrides:
+    """Data to probe on; every field left unset comes from the checkpoint's own training data."""
+
+    source: Literal["digits", "folder", "cifar10", "cifar100", "stl10"] | None = None
+    root: str | None = None
+    batch_size: int | None = None
+    num_workers: int | None = None
+    train_subset: int | None = None
+    val_subset: int | None = None
+    subset_seed: int | None = None
+
+
+def probe_command(argv: Sequence[str]):
+    from selfsup.eval.probe import probe
+
+    parser = ArgumentParser(prog="selfsup probe", description=(
+        "kNN (k=20, 200) and linear-probe accuracy of frozen encoders on a labelled data set. "
+        "Features are extracted once and cached on disk."))
+    parser.add_argument("-c", "--config", action=ActionConfigFile)
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint files and/or run folders")
+    parser.add_class_arguments(DataOverrides, "data")
+    parser.add_argument("--pool", type=Literal["token", "avg"] | None, default=None,
+                        help="features: class token or mean of patch tokens (default: the method's)")
+    parser.add_argument("--k", type=list[int], default=[20, 200], help="kNN neighbours")
+    parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
+    parser.add_argument("--probe_epochs", type=int, default=100, help="linear-probe epochs")
+    parser.add_argument("--out", type=str | None, default=None, help="report folder (default: <run>/probe)")
+    parser.add_argument("--cache_dir", type=str | None, default=None,
+                        help="feature cache (default: $SELFSUP_CACHE or ~/.cache/selfsup)")
+    parser.add_argument("--device", type=str, default="auto")
+    args = parser.parse_args(list(argv))
+    data = asdict(DataOverrides(**args.data.as_dict())) if args.data else {}
+    return probe(args.checkpoints, data=data, pool=args.pool, ks=tuple(args.k), temperature=args.temperature,
+                 probe_epochs=args.probe_epochs, out=args.out, cache_dir=args.cache_dir, device=args.device)
+
+
+def export_command(argv: Sequence[str]) -> Path:
+    import json
+
+    from selfsup.export import export
+
+    parser = ArgumentParser(prog="selfsup export", description=(
+        "Write a folder that plain timm loads with timm.create_model('local-dir:DIR', pretrained=True): "
+        "config.json, model.safetensors (the encoder only) and selfsup.json (metadata)."))
+    parser.add_argument("checkpoint", help="a selfsup training checkpoint (.ckpt)")
+    parser.add_argument("--out", required=True, help="the export folder to write")
+    parser.add_argument("--pool", type=Literal["token", "avg"] | None, default=None,
+                        help="what the exported model returns (default: the method's pooling)")
+    parser.add_argument("--probe", type=str | None, default=None,
+                        help="a probe.json whose scores for this checkpoint go into the metadata "
+                             "(default: <run>/probe/probe.json when present)")
+    parser.add_argument("--overwrite", type=bool, default=False)
+    args = parser.parse_args(list(argv))
+    checkpoint = Path(args.checkpoint)
+    probe_file = Path(args.probe) if args.probe else checkpoint.parent.parent / "probe" / "probe.json"
+    scores = {}
+    if probe_file.is_file():
+        for entry in json.loads(probe_file.read_text()):
+            if Path(entry["checkpoint"]).resolve() == checkpoint.resolve():
+                scores = {"knn_top1": entry["knn_top1"], "linear_top1": entry["linear_top1"],
+                          "linear_top5": entry["linear_top5"], "pool": entry["pool"]}
+    out = export(checkpoint, args.out, pool=args.pool, probe_scores=scores, overwrite=args.overwrite)
+    print(f"exported the encoder of {checkpoint} to {out}; load it with "
+          f"timm.create_model('local-dir:{out}', pretrained=True)")
+    return out

@@ -1,0 +1,111 @@
+"""Exports load in plain timm, in a process that never imports selfsup; load_encoder reads both
+exports and checkpoints, and refuses the wrong ones with errors that name the file."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from selfsup.checkpoint import CheckpointError
+from selfsup.cli import run
+from selfsup.export import export, load_encoder
+
+PLAIN_TIMM = textwrap.dedent("""
+    import sys
+    import timm
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    export_dir, inputs, outputs = sys.argv[1:]
+    model = timm.create_model(f"local-dir:{export_dir}", pretrained=True).eval()
+    with torch.no_grad():
+        features = model(load_file(inputs)["x"])
+    save_file({"features": features.contiguous()}, outputs)
+    assert not any(name == "selfsup" or name.startswith("selfsup.") for name in sys.modules), "selfsup was imported"
+    print(type(model).__name__, model.global_pool, tuple(features.shape))
+""")
+
+
+@pytest.mark.parametrize("method", ["simclr", "mae"])
+def test_round_trip_in_plain_timm_without_selfsup(tiny_runs, tmp_path, method):
+    run_info = tiny_runs[method]
+    checkpoint = run_info["run_dir"] / "checkpoints" / "last.ckpt"
+    out = export(checkpoint, tmp_path / "export")
+    x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    save_file({"x": x}, tmp_path / "x.safetensors")
+    script = tmp_path / "plain_timm.py"
+    script.write_text(PLAIN_TIMM)
+    result = subprocess.run([sys.executable, str(script), str(out), str(tmp_path / "x.safetensors"),
+                             str(tmp_path / "y.safetensors")], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected_pool = "token" if method == "simclr" else "avg"
+    assert f"VisionTransformer {expected_pool} (5, 192)" in result.stdout
+    with torch.no_grad():
+        reference = run_info["module"].features(x)
+    assert (load_file(tmp_path / "y.safetensors")["features"] - reference).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize("method", ["simclr", "mae"])
+def test_export_contents(tiny_runs, tmp_path, method):
+    out = export(tiny_runs[method]["run_dir"] / "checkpoints" / "last.ckpt", tmp_path / "export")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "selfsup.json"]
+    weights = load_file(out / "model.safetensors")
+    assert not any(k.startswith(("projection", "decoder", "encoder.")) for k in weights)
+    assert "cls_token" in weights and "blocks.0.attn.qkv.weight" in weights
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "vit_tiny_patch16_224"
+    assert config["model_args"]["img_size"] == [16, 16] and config["model_args"]["patch_size"] == 4
+    assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5] and config["pretrained_cfg"]["input_size"] == [3, 16, 16]
+    assert config["model_args"]["global_pool"] == ("token" if method == "simclr" else "avg")
+    meta = json.loads((out / "selfsup.json").read_text())
+    assert meta["method"] == method and meta["epochs"] == 2 and meta["data"]["source"] == "digits"
+    assert meta["recipe"]["optim"]["name"] == "adamw"
+
+
+def test_load_encoder_from_checkpoint_and_export_agree(tiny_runs, tmp_path):
+    checkpoint = tiny_runs["simclr"]["run_dir"] / "checkpoints" / "last.ckpt"
+    out = export(checkpoint, tmp_path / "export")
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(load_encoder(out)(x), load_encoder(checkpoint)(x), rtol=0, atol=1e-6)
+        avg = load_encoder(checkpoint, pool="avg")(x)
+        torch.testing.assert_close(avg, tiny_runs["simclr"]["module"].features(x, "avg"), rtol=0, atol=1e-6)
+
+
+def test_wrong_architecture_method_and_incomplete_folders_are_refused(tiny_runs, tmp_path):
+    checkpoint = tiny_runs["simclr"]["run_dir"] / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointError, match=r"last.ckpt.*vit_tiny_patch16_224 encoder with name=.*vit_small"):
+        load_encoder(checkpoint, name="vit_small_patch16_224")
+    with pytest.raises(CheckpointError, match="img_size=16, but img_size=32 was expected"):
+        load_encoder(checkpoint, img_size=32)
+    with pytest.raises(CheckpointError, match="is a simclr checkpoint, but a mae checkpoint was expected"):
+        load_encoder(checkpoint, method="mae")
+    out = export(checkpoint, tmp_path / "export")
+    with pytest.raises(CheckpointError, match="patch_size=4, but patch_size=16"):
+        load_encoder(out, patch_size=16)
+    (out / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"export folder .* lacks model.safetensors"):
+        load_encoder(out)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export(checkpoint, out)
+    export(checkpoint, out, overwrite=True)
+    assert (out / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left behind
+
+
+def test_export_command_adds_probe_scores(tiny_runs, tmp_path, capsys):
+    run_dir = tiny_runs["simclr"]["run_dir"]
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    probe_file = tmp_path / "probe.json"
+    probe_file.write_text(json.dumps([{"checkpoint": str(checkpoint), "knn_top1": {"20": 0.5}, "linear_top1": 0.6,
+                                       "linear_top5": 0.9, "pool": "token"}]))
+    out = run(["export", str(checkpoint), "--out", str(tmp_path / "exp"), "--probe", str(probe_file)])
+    assert Path(out).is_dir() and "local-dir:" in capsys.readouterr().out
+    meta = json.loads((Path(out) / "selfsup.json").read_text())
+    assert meta["probe"]["linear_top1"] == 0.6 and meta["probe"]["knn_top1"] == {"20": 0.5}
