@@ -10,15 +10,20 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
+from selfsup import distributed
 from selfsup.methods.base import CHECKPOINT_KEY
 
 
@@ -109,3 +114,52 @@ def epochs_trained(checkpoint: dict[str, Any]) -> int:
         return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
     except (KeyError, TypeError):
         return int(checkpoint.get("epoch", 0))
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states, as tensors and plain lists (loadable with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RestoreRNG(Callback):
+    """Keeps every process's random states in checkpoints and puts them back when training resumes
+    (at ``on_train_start``, after everything that resuming itself does), so augmentation and
+    masking continue exactly where they stopped. Together with ``ResumableDataLoader`` this makes a
+    resumed run reach the same weights as an uninterrupted one."""
+
+    def __init__(self) -> None:
+        self._pending: list[dict[str, Any]] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ranks": distributed.gather_object(rng_state())}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict.get("ranks")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not self._pending:
+            return
+        if len(self._pending) != trainer.world_size:
+            rank_zero_warn(f"the checkpoint holds random states of {len(self._pending)} processes but this run has "
+                           f"{trainer.world_size}: augmentation will not continue exactly as before.")
+        else:
+            set_rng_state(self._pending[trainer.global_rank])
+        self._pending = None

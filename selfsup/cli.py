@@ -14,10 +14,13 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from selfsup.checkpoint import RestoreRNG
 
 RUN_ROOT = "runs"
 
@@ -39,6 +42,28 @@ class SelfSupCLI(LightningCLI):
         # one image size for data, augmentation and encoder (a model without img_size ignores it)
         parser.link_arguments("data.init_args.image_size", "model.init_args.img_size")
 
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of this config's runs
+        (``<save_dir>/<name>/version_*/checkpoints/last.ckpt``). The resumed run logs to a new
+        version folder, so nothing of the interrupted one is overwritten."""
+        if self.subcommand != "fit" or self.config["fit"].get("ckpt_path") != "last":
+            return
+        config = self.config["fit"]
+        logger = config.trainer.logger
+        init_args = getattr(logger, "init_args", None)
+        save_dir = getattr(init_args, "save_dir", None) or config.trainer.default_root_dir or "."
+        name = getattr(init_args, "name", None) or "lightning_logs"
+        run_root = Path(save_dir) / name
+        found = [p for p in run_root.glob("version_*/checkpoints/last.ckpt") if p.parent.parent.name[8:].isdigit()]
+        if not found:
+            raise SystemExit(
+                f"--ckpt_path last: no checkpoint to resume under '{run_root}/version_*/checkpoints/last.ckpt'. "
+                "Start without --ckpt_path, or pass a checkpoint file."
+            )
+        latest = max(found, key=lambda p: int(p.parent.parent.name[8:]))
+        print(f"resuming from {latest}")
+        config.ckpt_path = str(latest)
+
 
 def trainer_defaults() -> dict:
     return {
@@ -47,6 +72,9 @@ def trainer_defaults() -> dict:
             "init_args": {"save_dir": RUN_ROOT, "name": "default"},
         },
         "plugins": [{"class_path": "selfsup.checkpoint.AtomicCheckpointIO"}],
+        # appended to the config's callbacks (instances, as LightningCLI expects): random states in
+        # checkpoints, for exact resume
+        "callbacks": [RestoreRNG()],
     }
 
 
@@ -55,6 +83,12 @@ def lightning_main(args: Sequence[str] | None = None) -> LightningCLI:
     # augmentation lives in the module's on_after_batch_transfer by design; SSL methods have no validation_step
     warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
     warnings.filterwarnings("ignore", message=".*`val_dataloader` but have no `validation_step`.*")
+    # fine-tuning strategies are dataclasses chosen by class_path (selfsup.finetune.LoRA, ...)
+    from jsonargparse import set_parsing_settings
+
+    from selfsup.finetune.strategies import Strategy
+
+    set_parsing_settings(subclasses_enabled=[Strategy])
     return SelfSupCLI(
         model_class=L.LightningModule,
         datamodule_class=L.LightningDataModule,
@@ -79,7 +113,13 @@ def _export(args: Sequence[str]) -> object:
     return export_command(args)
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {"probe": _probe, "export": _export}
+def _data(args: Sequence[str]) -> object:
+    from selfsup.commands import data_command
+
+    return data_command(args)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {"probe": _probe, "export": _export, "data": _data}
 
 
 def run(argv: Sequence[str] | None = None) -> object:

@@ -1,4 +1,4 @@
-"""The ``selfsup`` subcommands that are not LightningCLI's: ``probe`` and ``export``."""
+"""The ``selfsup`` subcommands that are not LightningCLI's: ``probe``, ``export`` and ``data optimize``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 class DataOverrides:
     """Data to probe on; every field left unset comes from the checkpoint's own training data."""
 
-    source: Literal["digits", "folder", "cifar10", "cifar100", "stl10"] | None = None
+    source: Literal["digits", "folder", "cifar10", "cifar100", "stl10", "streaming"] | None = None
     root: str | None = None
     batch_size: int | None = None
     num_workers: int | None = None
@@ -72,7 +72,34 @@ def export_command(argv: Sequence[str]) -> Path:
             if Path(entry["checkpoint"]).resolve() == checkpoint.resolve():
                 scores = {"knn_top1": entry["knn_top1"], "linear_top1": entry["linear_top1"],
                           "linear_top5": entry["linear_top5"], "pool": entry["pool"]}
-    out = export(checkpoint, args.out, pool=args.pool, probe_scores=scores, overwrite=args.overwrite)
+    from selfsup.checkpoint import load_checkpoint
+
+    if load_checkpoint(checkpoint)["selfsup"].get("method") == "finetune":
+        from selfsup.finetune.export import export_finetuned
+
+        out = export_finetuned(checkpoint, args.out, overwrite=args.overwrite)
+    else:
+        out = export(checkpoint, args.out, pool=args.pool, probe_scores=scores, overwrite=args.overwrite)
     print(f"exported the encoder of {checkpoint} to {out}; load it with "
           f"timm.create_model('local-dir:{out}', pretrained=True)")
     return out
+
+
+def data_command(argv: Sequence[str]) -> dict:
+    from selfsup.data.streaming import optimize_folder
+
+    parser = ArgumentParser(prog="selfsup data optimize", description=(
+        "Write an ImageFolder (SRC/train/<class>/*, SRC/val/<class>/*) as LitData chunks in DST, resized "
+        "and centre-cropped, to stream with --data.init_args.source streaming --data.init_args.root DST."))
+    parser.add_argument("action", type=Literal["optimize"])
+    parser.add_argument("src", help="the ImageFolder to read")
+    parser.add_argument("dst", help="the output folder (new or empty)")
+    parser.add_argument("--image_size", type=int, required=True, help="side of the stored images")
+    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument("--format", type=Literal["raw", "jpeg"], default="raw",
+                        help="raw uint8 (fastest to read) or JPEG (smaller)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    args = parser.parse_args(list(argv))
+    manifest = optimize_folder(args.src, args.dst, args.image_size, args.num_workers, args.format, args.quality)
+    print(f"wrote {manifest['splits']} images of {args.image_size} px ({args.format}) to {args.dst}")
+    return manifest

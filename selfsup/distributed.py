@@ -68,3 +68,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def gather_object(obj: object) -> list[object]:
+    """Every process's ``obj``, in rank order (``[obj]`` without a process group)."""
+    if not is_distributed():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

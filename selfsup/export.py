@@ -39,10 +39,11 @@ def encoder_state_dict(checkpoint: dict[str, Any], path: str | os.PathLike) -> d
     return state
 
 
-def build_encoder(spec: dict[str, Any], pool: str | None = None) -> VisionTransformer:
+def build_encoder(spec: dict[str, Any], pool: str | None = None, **model_kwargs: Any) -> VisionTransformer:
     """The encoder described by a checkpoint's spec; with ``pool``, timm's ``global_pool`` is set so that
-    calling the model returns those features (``avg`` keeps the final norm before pooling)."""
-    args = dict(spec["model_args"])
+    calling the model returns those features (``avg`` keeps the final norm before pooling).
+    ``model_kwargs`` (e.g. ``drop_path_rate``) go to timm."""
+    args = dict(spec["model_args"], **model_kwargs)
     if pool is not None:
         args["global_pool"] = pool
         if pool == "avg":
@@ -73,6 +74,7 @@ def load_encoder(
     patch_size: int | None = None,
     method: str | None = None,
     pool: str | None = None,
+    **model_kwargs: Any,
 ) -> VisionTransformer:
     """The pretrained timm encoder from an export folder or a selfsup training checkpoint.
 
@@ -82,6 +84,7 @@ def load_encoder(
             :class:`~selfsup.checkpoint.CheckpointError` naming the file and both values.
         method: the pretraining method expected (``simclr``, ``mae``), checked likewise.
         pool: feature pooling of the returned model (checkpoints only; an export keeps its own).
+        **model_kwargs: further timm arguments (e.g. ``drop_path_rate`` for fine-tuning).
 
     The returned model is in eval mode; ``model(images)`` gives pooled features.
     """
@@ -106,15 +109,18 @@ def load_encoder(
             spec["method"] = json.loads(meta_file.read_text()).get("method")
         _check_expected(path, spec, method, expected)
         try:
-            model = timm.create_model(f"local-dir:{path}", pretrained=True)
+            model = timm.create_model(f"local-dir:{path}", pretrained=True, **model_kwargs)
         except (RuntimeError, ValueError, OSError) as err:
             raise CheckpointError(f"export folder '{path}' could not be loaded by timm: {err}") from None
         return model.eval()
     checkpoint = load_checkpoint(path)
     meta = checkpoint["selfsup"]
+    if meta.get("method") == "finetune":
+        raise CheckpointError(f"'{path}' is a fine-tune checkpoint: rebuild it with "
+                              "selfsup.finetune.FineTune.from_checkpoint, or export it with `selfsup export`.")
     spec = dict(meta["encoder"], method=meta.get("method"))
     _check_expected(path, spec, method, expected)
-    encoder = build_encoder(meta["encoder"], pool or meta.get("pool"))
+    encoder = build_encoder(meta["encoder"], pool or meta.get("pool"), **model_kwargs)
     try:
         encoder.load_state_dict(encoder_state_dict(checkpoint, path))
     except RuntimeError as err:

@@ -86,3 +86,32 @@ class WarmupCosine:
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def global_batch_size(trainer) -> int:
+    """Images per optimiser step over all processes: batch size x processes x accumulated batches."""
+    batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule is not None else None
+    if batch is None:
+        batch = getattr(trainer.train_dataloader, "batch_size", None)
+    if batch is None:
+        raise ValueError("cannot tell the batch size to scale the learning rate: use a selfsup data module "
+                         "or a DataLoader with a batch_size.")
+    return int(batch) * trainer.world_size * trainer.accumulate_grad_batches
+
+
+def optimizer_and_schedule(trainer, config: OptimConfig, groups: list[dict]) -> dict:
+    """Lightning's ``configure_optimizers`` result: the optimiser over ``groups`` (each group's
+    learning rate is the scaled learning rate times its ``lr_scale``, default 1) and a per-step
+    warm-up + cosine schedule."""
+    total_steps = int(trainer.estimated_stepping_batches)
+    if trainer.max_epochs and trainer.max_epochs > 0 and math.isfinite(total_steps):
+        steps_per_epoch = total_steps / trainer.max_epochs
+    else:
+        steps_per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
+    lr = config.scaled_lr(global_batch_size(trainer))
+    for group in groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    optimizer = build_optimizer(config, groups, lr)
+    schedule = WarmupCosine(round(config.warmup_epochs * steps_per_epoch), total_steps, config.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -11,8 +12,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup.data.arrays import TORCHVISION_SOURCES, digits_split, download_torchvision, torchvision_split
 from selfsup.data.folder import LAYOUT, ImageFolderDataset, find_split_dir
+from selfsup.data.resumable import ResumableDataLoader, ResumableSampler
+from selfsup.data.streaming import read_manifest, streaming_dataset
 
-Source = Literal["digits", "folder", "cifar10", "cifar100", "stl10"]
+Source = Literal["digits", "folder", "cifar10", "cifar100", "stl10", "streaming"]
 Split = Literal["train", "val"]
 
 
@@ -25,7 +28,9 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         source: ``digits`` (scikit-learn's 8x8 digits: real, offline, the default), ``folder`` (an
             ImageFolder: ``root/train/<class>/*`` and ``root/val/<class>/*`` or ``root/test/<class>/*``),
-            ``cifar10``, ``cifar100`` or ``stl10`` (torchvision's files under ``root``).
+            ``cifar10``, ``cifar100`` or ``stl10`` (torchvision's files under ``root``), or ``streaming``
+            (a folder written by ``selfsup data optimize``, local or ``s3://...``, streamed with LitData
+            and sharded across processes and workers).
         root: data folder (required for every source but ``digits``).
         image_size: side of the square images in every batch (shorter side resized, then centre crop).
         batch_size: images per batch per process. The global batch is this times the number of
@@ -57,8 +62,12 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: bool = True,
     ) -> None:
         super().__init__()
-        if source not in ("digits", "folder", *TORCHVISION_SOURCES):
-            raise ValueError(f"unknown data source {source!r}; choose digits, folder, cifar10, cifar100 or stl10.")
+        if source not in ("digits", "folder", "streaming", *TORCHVISION_SOURCES):
+            raise ValueError(
+                f"unknown data source {source!r}; choose digits, folder, cifar10, cifar100, stl10 or streaming."
+            )
+        if source == "streaming" and (train_subset or val_subset):
+            raise ValueError("train_subset / val_subset do not apply to streaming data: optimise a smaller folder.")
         if source != "digits" and not root:
             raise ValueError(f"data.source={source!r} needs data.root (the folder holding the data).")
         if image_size < 1 or batch_size < 1 or num_workers < 0:
@@ -96,14 +105,37 @@ class ImageDataModule(L.LightningDataModule):
             self.val_set = self._subset(self.build_split("val"), self.val_subset)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled per epoch with a seed of its own (``seed_everything``'s), sharded across processes,
+        resumable mid-epoch (see ``selfsup.data.resumable``). Incomplete last batches are dropped, so
+        every batch, on every process, has the same size."""
         self.setup()
-        # drop_last keeps every batch (and every process's batch under DDP) the same size
-        drop_last = len(self.train_set) >= self.batch_size
-        return self._loader(self.train_set, shuffle=True, drop_last=drop_last)
+        if self.source == "streaming":
+            return self._streaming_loader(self.train_set, drop_last=True)
+        trainer = self.trainer
+        sampler = ResumableSampler(
+            self.train_set,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            shuffle=True,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+        )
+
+        def batches_done() -> int:
+            return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
+
+        return ResumableDataLoader(
+            self.train_set, sampler, batches_done, batch_size=self.batch_size,
+            drop_last=len(self.train_set) // sampler.num_replicas >= self.batch_size,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()
-        return [] if self.val_set is None else self._loader(self.val_set, shuffle=False)
+        if self.val_set is None:
+            return []
+        if self.source == "streaming":
+            return self._streaming_loader(self.val_set, drop_last=False)
+        return self._loader(self.val_set, shuffle=False)
 
     def eval_dataloader(self, split: Split, batch_size: int | None = None, max_samples: int | None = None) -> DataLoader:
         """Unshuffled, complete (no dropped batch) loader of a split, for feature extraction;
@@ -112,6 +144,8 @@ class ImageDataModule(L.LightningDataModule):
         dataset = self.train_set if split == "train" else self.val_set
         if dataset is None:
             raise ValueError(f"the {self.source} data at '{self.root}' has no held-out split. Expected layout: {LAYOUT}.")
+        if self.source == "streaming":
+            return self._streaming_loader(dataset, drop_last=False, batch_size=batch_size)
         return self._loader(self._subset(dataset, max_samples), shuffle=False, batch_size=batch_size)
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -126,6 +160,16 @@ class ImageDataModule(L.LightningDataModule):
         size = self.image_size
         if self.source == "digits":
             dataset = digits_split(split, size)
+        elif self.source == "streaming":
+            dataset = streaming_dataset(self.root, split, size, shuffle=split == "train",
+                                        seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            if dataset is None:
+                if split == "train":
+                    raise FileNotFoundError(f"'{self.root}' has no optimised 'train' split.")
+                return None
+            if split == "train":
+                self.classes = list(read_manifest(self.root)["classes"])
+            return dataset
         elif self.source == "folder":
             root = Path(self.root)
             if not root.is_dir():
@@ -151,6 +195,12 @@ class ImageDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.subset_seed)
         indices = torch.randperm(len(dataset), generator=generator)[:count].sort().values.tolist()
         return Subset(dataset, indices)
+
+    def _streaming_loader(self, dataset, drop_last: bool, batch_size: int | None = None):
+        from litdata import StreamingDataLoader
+
+        return StreamingDataLoader(dataset, batch_size=batch_size or self.batch_size, num_workers=self.num_workers,
+                                   drop_last=drop_last, pin_memory=self.pin_memory)
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False,
                 batch_size: int | None = None) -> DataLoader:

@@ -2,18 +2,24 @@
 
 from selfsup.encoders.masking import Masked, num_kept, patchify, random_masking, unpatchify
 from selfsup.encoders.vit import (
+    NotAVisionTransformer,
     check_patch_grid,
     create_encoder,
     data_config,
     default_pool,
+    embed_tokens,
     encode_visible,
     encoder_from_spec,
     encoder_spec,
     pooled_features,
+    run_blocks,
 )
 
 __all__ = [
     "Masked",
+    "NotAVisionTransformer",
+    "embed_tokens",
+    "run_blocks",
     "encode_visible",
     "num_kept",
     "patchify",

@@ -20,6 +20,10 @@ from selfsup.encoders.masking import Masked, random_masking
 Pool = Literal["token", "avg"]
 
 
+class NotAVisionTransformer(ValueError):
+    """A timm model name that does not build a ``VisionTransformer``."""
+
+
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -68,7 +72,7 @@ def create_encoder(
         kwargs["pretrained_cfg_overlay"] = {"input_size": (in_chans, *_pair(img_size))}
     model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     if not isinstance(model, VisionTransformer):
-        raise ValueError(
+        raise NotAVisionTransformer(
             f"{name!r} builds a {type(model).__name__}, but selfsup pretraining needs a timm "
             "VisionTransformer (a 'vit_*' or 'deit_*' name)."
         )
@@ -142,6 +146,31 @@ def pooled_features(encoder: VisionTransformer, images: torch.Tensor, pool: Pool
     return encoder.pool(encoder.forward_features(images), pool_type=pool)
 
 
+def embed_tokens(encoder: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``(prefix tokens [B, P, D] or None, patch tokens [B, L, D])``, both with their position
+    embeddings added: the input of the transformer blocks before concatenation. Built from timm's
+    public pieces (``patch_embed``, ``pos_embed``, ``cls_token`` / ``reg_token``)."""
+    if encoder.pos_embed is None or getattr(encoder, "dynamic_img_size", False):
+        raise ValueError("this needs a ViT with a fixed learned position embedding (no dynamic_img_size, "
+                         "pos_embed present).")
+    prefix = encoder.num_prefix_tokens
+    x = encoder.patch_embed(images)  # [B, L, D]
+    pos = encoder.pos_embed
+    x = x + (pos if encoder.no_embed_class else pos[:, prefix:])
+    tokens = [t.expand(x.shape[0], -1, -1) for t in (encoder.cls_token, encoder.reg_token) if t is not None]
+    if not tokens:
+        return None, x
+    prefix_tokens = torch.cat(tokens, dim=1)
+    if not encoder.no_embed_class:
+        prefix_tokens = prefix_tokens + pos[:, :prefix]
+    return prefix_tokens, x
+
+
+def run_blocks(encoder: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """``pos_drop → norm_pre → blocks → norm`` on a token sequence."""
+    return encoder.norm(encoder.blocks(encoder.norm_pre(encoder.pos_drop(tokens))))
+
+
 def encode_visible(
     encoder: VisionTransformer,
     images: torch.Tensor,
@@ -151,35 +180,13 @@ def encode_visible(
     """MAE's encoder pass: the transformer blocks see only the visible patch tokens (plus the prefix
     tokens: class and register tokens), which is where MAE's speed comes from.
 
-    Built from timm's public pieces: ``patch_embed``, ``pos_embed``, ``cls_token``/``reg_token``,
-    ``norm_pre``, ``blocks``, ``norm``. Position embeddings are added before masking, so every kept
-    token carries its original position.
+    Position embeddings are added before masking, so every kept token carries its original position.
 
     Returns ``(tokens [B, prefix + K, D] after the final norm, Masked)``.
     """
-    if encoder.pos_embed is None or getattr(encoder, "dynamic_img_size", False):
-        raise ValueError("encode_visible needs a ViT with a fixed learned position embedding "
-                         "(no dynamic_img_size, pos_embed present).")
     if not isinstance(encoder.patch_drop, torch.nn.Identity):
         raise ValueError("encode_visible masks patches itself: build the encoder without patch_drop_rate.")
-    prefix = encoder.num_prefix_tokens
-    x = encoder.patch_embed(images)  # [B, L, D]
-    pos = encoder.pos_embed
-    if encoder.no_embed_class:
-        x = x + pos
-        prefix_pos = None
-    else:
-        x = x + pos[:, prefix:]
-        prefix_pos = pos[:, :prefix]
-    masked = random_masking(x, mask_ratio, generator)
-    tokens = [t.expand(x.shape[0], -1, -1) for t in (encoder.cls_token, encoder.reg_token) if t is not None]
-    if tokens:
-        prefix_tokens = torch.cat(tokens, dim=1)
-        if prefix_pos is not None:
-            prefix_tokens = prefix_tokens + prefix_pos
-        x = torch.cat([prefix_tokens, masked.kept], dim=1)
-    else:
-        x = masked.kept
-    x = encoder.norm_pre(encoder.pos_drop(x))
-    x = encoder.blocks(x)
-    return encoder.norm(x), masked
+    prefix_tokens, patches = embed_tokens(encoder, images)
+    masked = random_masking(patches, mask_ratio, generator)
+    x = masked.kept if prefix_tokens is None else torch.cat([prefix_tokens, masked.kept], dim=1)
+    return run_blocks(encoder, x), masked

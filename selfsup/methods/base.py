@@ -4,11 +4,11 @@ optimiser set-up, and the checkpoint metadata that export and probing read."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -22,7 +22,7 @@ from selfsup.encoders import (
     encoder_spec,
     pooled_features,
 )
-from selfsup.optim import OptimConfig, WarmupCosine, build_optimizer, param_groups
+from selfsup.optim import OptimConfig, optimizer_and_schedule, param_groups
 
 CHECKPOINT_KEY = "selfsup"
 CHECKPOINT_FORMAT = 1
@@ -128,28 +128,10 @@ class PretrainModule(L.LightningModule):
 
     # --- optimisation ------------------------------------------------------------------------------
 
-    def global_batch_size(self) -> int:
-        trainer = self.trainer
-        batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule is not None else None
-        if batch is None:
-            batch = getattr(trainer.train_dataloader, "batch_size", None)
-        if batch is None:
-            raise ValueError("cannot tell the batch size to scale the learning rate: use selfsup.data.ImageDataModule "
-                             "or a DataLoader with a batch_size.")
-        return int(batch) * trainer.world_size * trainer.accumulate_grad_batches
-
     def configure_optimizers(self) -> dict:
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        if self.trainer.max_epochs and self.trainer.max_epochs > 0 and math.isfinite(total_steps):
-            steps_per_epoch = total_steps / self.trainer.max_epochs
-        else:
-            steps_per_epoch = max(1, self.trainer.num_training_batches // self.trainer.accumulate_grad_batches)
         no_decay = {f"encoder.{name}" for name in self.encoder.no_weight_decay()}
-        lr = self.optim.scaled_lr(self.global_batch_size())
-        optimizer = build_optimizer(self.optim, param_groups(self, self.optim.weight_decay, no_decay), lr)
-        schedule = WarmupCosine(round(self.optim.warmup_epochs * steps_per_epoch), total_steps, self.optim.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        groups = param_groups(self, self.optim.weight_decay, no_decay)
+        return optimizer_and_schedule(self.trainer, self.optim, groups)
 
     def log_step(self, loss: torch.Tensor, batch_size: int, **extra: float | torch.Tensor) -> None:
         """Log the loss (per step and epoch mean), the learning rate, and method-specific values."""
@@ -163,8 +145,18 @@ class PretrainModule(L.LightningModule):
     # --- distributed -------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        if self._trainer is not None and self._trainer.world_size > 1 and getattr(self, "sync_batchnorm", False):
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1 or not getattr(self, "sync_batchnorm", False):
+            return
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules()):
+            return
+        if trainer.strategy.root_device.type in ("cuda", "xpu", "hpu"):
             nn.SyncBatchNorm.convert_sync_batchnorm(self)
+        else:
+            rank_zero_warn(
+                "sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; on these CPU processes the "
+                "BatchNorm statistics stay per process.", category=UserWarning,
+            )
 
     # --- checkpoints -------------------------------------------------------------------------------
 

@@ -25,10 +25,13 @@ class SimCLR(PretrainModule):
         encoder, img_size, patch_size, encoder_kwargs: the encoder (see ``PretrainModule``).
         projection_hidden_dim, projection_dim, projection_layers: the projection MLP
             (SimCLR v2: 3 layers; v1: 2 layers of 2048 → 128).
+        projection_batch_norm: BatchNorm between the projection's layers (SimCLR v2's head).
         temperature: InfoNCE temperature.
         gather_distributed: contrast with the negatives of all processes (global batch). Turning it
             off under DDP shrinks the negatives to the local batch and triggers a warning.
-        sync_batchnorm: synchronise the projection head's BatchNorm across processes under DDP.
+        sync_batchnorm: synchronise the projection head's BatchNorm across processes under DDP (on
+            GPUs: PyTorch's SyncBatchNorm does not run on CPU processes, which keep per-process
+            statistics, with a warning).
         augment: view parameters (SimCLR paper defaults; the CIFAR config uses its CIFAR values).
         optim: optimiser and schedule. The learning rate is ``optim.base_lr * global_batch / 256``
             with ``global_batch = data.batch_size * processes * accumulate_grad_batches``; the default
@@ -47,6 +50,7 @@ class SimCLR(PretrainModule):
         projection_hidden_dim: int = 2048,
         projection_dim: int = 128,
         projection_layers: int = 2,
+        projection_batch_norm: bool = True,
         temperature: float = 0.1,
         gather_distributed: bool = True,
         sync_batchnorm: bool = True,
@@ -56,7 +60,7 @@ class SimCLR(PretrainModule):
         super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim)
         self.save_init_args(locals())
         self.projection = ProjectionHead(self.encoder.num_features, projection_hidden_dim, projection_dim,
-                                         projection_layers)
+                                         projection_layers, projection_batch_norm)
         self.criterion = InfoNCELoss(temperature, gather_distributed)
         self.sync_batchnorm = sync_batchnorm
         self.view_augment = SimCLRAugment(self.image_size, self.mean, self.std, as_config(SimCLRViewConfig, augment))

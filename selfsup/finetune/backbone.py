@@ -1,0 +1,95 @@
+"""The backbone of a fine-tune: a selfsup export or checkpoint, or any timm model (ViT or CNN), and
+the two feature views a task head reads (pooled, dense)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from timm.models import get_model_args
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from selfsup.encoders import NotAVisionTransformer, create_encoder
+
+
+def is_vit(model: nn.Module) -> bool:
+    return isinstance(model, VisionTransformer)
+
+
+def load_backbone(
+    backbone: str,
+    img_size: int | None = None,
+    patch_size: int | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A backbone without classifier.
+
+    ``backbone`` is an export folder or a selfsup ``.ckpt`` (the pretrained encoder, via
+    :func:`selfsup.export.load_encoder`), ``local-dir:DIR`` (any timm folder), or a timm model name
+    (randomly initialised: this machine loads no weights from the network). ``img_size`` and
+    ``patch_size`` apply to ViT names only; ``backbone_kwargs`` go to timm (``drop_path_rate``...).
+    """
+    kwargs = dict(backbone_kwargs or {})
+    path = Path(backbone)
+    if backbone.startswith("local-dir:"):
+        return timm.create_model(backbone, pretrained=True, num_classes=0, **kwargs)
+    if path.is_dir() or path.suffix == ".ckpt":
+        from selfsup.export import load_encoder
+
+        if not path.exists():
+            raise FileNotFoundError(f"backbone '{path}' does not exist.")
+        encoder = load_encoder(path, img_size=img_size, patch_size=patch_size, **kwargs)
+        return encoder.train()
+    if not timm.is_model(backbone):
+        return create_encoder(backbone)  # raises the unknown-name error, with suggestions
+    if timm.models.model_entrypoint(backbone).__module__.rsplit(".", 1)[-1] in ("vision_transformer", "deit"):
+        try:
+            return create_encoder(backbone, img_size=img_size, patch_size=patch_size, **kwargs)
+        except NotAVisionTransformer:
+            pass
+    if patch_size is not None:
+        raise ValueError(f"patch_size applies to ViT backbones; {backbone!r} has no patches: leave it unset.")
+    # a CNN takes images of any size: img_size (linked from the data) has nothing to set
+    return timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
+
+
+def backbone_spec(model: nn.Module) -> dict[str, Any]:
+    """Architecture of a backbone as JSON-serialisable data: rebuilds it without weights."""
+    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in get_model_args(model).items()
+            if k not in ("num_classes", "pretrained_cfg_overlay")}
+    return {"name": model.pretrained_cfg.get("architecture"), "model_args": args, "vit": is_vit(model)}
+
+
+def backbone_from_spec(spec: dict[str, Any]) -> nn.Module:
+    args = dict(spec["model_args"])
+    if spec.get("vit"):
+        size, patch = args.pop("img_size", None), args.pop("patch_size", None)
+        return create_encoder(spec["name"], img_size=size[0] if isinstance(size, list) else size, patch_size=patch,
+                              **args)
+    return timm.create_model(spec["name"], pretrained=False, num_classes=0, **args)
+
+
+def pool_output(backbone: nn.Module, out: torch.Tensor, num_prefix: int, pool: str) -> torch.Tensor:
+    """Pooled ``[B, D]`` features from the backbone's output: a ViT's tokens ``[B, N, D]`` (``token``:
+    the class token; ``avg``: the mean of the tokens after the first ``num_prefix``), or a CNN's
+    feature map ``[B, C, h, w]`` (timm's own pooling)."""
+    if out.ndim == 4:
+        return backbone.forward_head(out, pre_logits=True)
+    if pool == "token":
+        return out[:, 0]
+    return out[:, num_prefix:].mean(dim=1)
+
+
+def dense_output(out: torch.Tensor, num_prefix: int, grid: tuple[int, int] | None) -> torch.Tensor:
+    """``[B, D, h, w]`` per-location features: a CNN's map as is; a ViT's patch tokens on their grid."""
+    if out.ndim == 4:
+        return out
+    patches = out[:, num_prefix:]
+    b, length, d = patches.shape
+    gh, gw = grid
+    if gh * gw != length:
+        raise ValueError(f"{length} patch tokens do not fill the {gh}x{gw} patch grid.")
+    return patches.transpose(1, 2).reshape(b, d, gh, gw)
