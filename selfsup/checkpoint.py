@@ -139,27 +139,49 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class RestoreRNG(Callback):
-    """Keeps every process's random states in checkpoints and puts them back when training resumes
-    (at ``on_train_start``, after everything that resuming itself does), so augmentation and
-    masking continue exactly where they stopped. Together with ``ResumableDataLoader`` this makes a
-    resumed run reach the same weights as an uninterrupted one."""
+class ExactResume(Callback):
+    """Makes a resumed run continue exactly where the interrupted one stopped.
+
+    Checkpoints keep every process's random states (augmentation and masking draw from them) and
+    the position in the epoch's data order; when training resumes, at ``on_train_start`` (after
+    everything that resuming itself does), both are put back: the random states, and the
+    :class:`~selfsup.data.resumable.ResumableSampler` skips the batches already trained on. (Lightning
+    restores a stateful dataloader only if it did not load it before the checkpoint, which its
+    ``estimated_stepping_batches`` does when ``max_epochs`` is set, so the position is kept here.)
+    With the data module's resumable loader, a resumed run reaches the same weights as an
+    uninterrupted one.
+    """
 
     def __init__(self) -> None:
-        self._pending: list[dict[str, Any]] | None = None
+        self._pending: dict[str, Any] | None = None
+        self._trainer = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"ranks": distributed.gather_object(rng_state())}
+        trainer = self._trainer
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
+        return {"ranks": distributed.gather_object(rng_state()),
+                "epoch": trainer.current_epoch if trainer is not None else 0, "batches": int(progress)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = state_dict.get("ranks")
+        self._pending = state_dict
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not self._pending:
             return
-        if len(self._pending) != trainer.world_size:
-            rank_zero_warn(f"the checkpoint holds random states of {len(self._pending)} processes but this run has "
+        ranks = self._pending.get("ranks", [])
+        if len(ranks) != trainer.world_size:
+            rank_zero_warn(f"the checkpoint holds random states of {len(ranks)} processes but this run has "
                            f"{trainer.world_size}: augmentation will not continue exactly as before.")
         else:
-            set_rng_state(self._pending[trainer.global_rank])
+            set_rng_state(ranks[trainer.global_rank])
+        loaders = trainer.train_dataloader
+        loaders = loaders.values() if isinstance(loaders, dict) else loaders if isinstance(loaders, (list, tuple)) \
+            else [loaders]
+        for loader in loaders:
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "resume"):
+                sampler.resume(self._pending["epoch"], self._pending["batches"] * loader.batch_size)
         self._pending = None

@@ -20,7 +20,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from selfsup.checkpoint import RestoreRNG
+from selfsup.checkpoint import ExactResume
 
 RUN_ROOT = "runs"
 
@@ -72,9 +72,9 @@ def trainer_defaults() -> dict:
             "init_args": {"save_dir": RUN_ROOT, "name": "default"},
         },
         "plugins": [{"class_path": "selfsup.checkpoint.AtomicCheckpointIO"}],
-        # appended to the config's callbacks (instances, as LightningCLI expects): random states in
-        # checkpoints, for exact resume
-        "callbacks": [RestoreRNG()],
+        # appended to the config's callbacks (instances, as LightningCLI expects): random states and
+        # data position in checkpoints, for exact resume
+        "callbacks": [ExactResume()],
     }
 
 

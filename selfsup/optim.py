@@ -17,8 +17,9 @@ class OptimConfig:
     """Optimiser and schedule.
 
     Attributes:
-        name: ``adamw`` (the default for ViTs) or ``lars`` (SimCLR's ResNet recipe; biases and norm
-            parameters are excluded from weight decay and from the trust-ratio adaptation).
+        name: ``adamw`` (the default for ViTs), ``lars`` (SimCLR's ResNet recipe; biases and norm
+            parameters are excluded from weight decay and from the trust-ratio adaptation) or ``sgd``
+            (with momentum).
         base_lr: learning rate for a global batch of 256. The learning rate used is
             ``base_lr * global_batch / 256`` (linear scaling, Goyal et al. 2017), with
             ``global_batch = batch_size * processes * accumulate_grad_batches``.
@@ -30,7 +31,7 @@ class OptimConfig:
         min_lr_ratio: the cosine decays to ``min_lr_ratio`` times the scaled learning rate.
     """
 
-    name: Literal["adamw", "lars"] = "adamw"
+    name: Literal["adamw", "lars", "sgd"] = "adamw"
     base_lr: float = 1e-3
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
@@ -39,8 +40,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.name not in ("adamw", "lars"):
-            raise ValueError(f"optim.name must be 'adamw' or 'lars', got {self.name!r}.")
+        if self.name not in ("adamw", "lars", "sgd"):
+            raise ValueError(f"optim.name must be 'adamw', 'lars' or 'sgd', got {self.name!r}.")
         if not self.base_lr > 0:
             raise ValueError(f"optim.base_lr must be > 0, got {self.base_lr}.")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.min_lr_ratio <= 1:
@@ -68,6 +69,8 @@ def param_groups(module: nn.Module, weight_decay: float, no_decay_names: set[str
 def build_optimizer(config: OptimConfig, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     if config.name == "lars":
         return Lars(groups, lr=lr, momentum=config.momentum)
+    if config.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=lr, betas=config.betas)
 
 
@@ -103,11 +106,11 @@ def optimizer_and_schedule(trainer, config: OptimConfig, groups: list[dict]) -> 
     """Lightning's ``configure_optimizers`` result: the optimiser over ``groups`` (each group's
     learning rate is the scaled learning rate times its ``lr_scale``, default 1) and a per-step
     warm-up + cosine schedule."""
-    total_steps = int(trainer.estimated_stepping_batches)
-    if trainer.max_epochs and trainer.max_epochs > 0 and math.isfinite(total_steps):
-        steps_per_epoch = total_steps / trainer.max_epochs
-    else:
-        steps_per_epoch = max(1, trainer.num_training_batches // trainer.accumulate_grad_batches)
+    total_steps = int(trainer.estimated_stepping_batches)  # also sets up the training data
+    if math.isfinite(trainer.num_training_batches):
+        steps_per_epoch = max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
+    else:  # an iterable without length: spread max_epochs over the total
+        steps_per_epoch = max(1, total_steps / max(1, trainer.max_epochs or 1))
     lr = config.scaled_lr(global_batch_size(trainer))
     for group in groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)

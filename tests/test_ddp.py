@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 
 from selfsup import MAE, ImageDataModule, SimCLR
 from selfsup.augment import SimCLRViewConfig
+from selfsup.optim import OptimConfig
 from tests.helpers import REPO, shared_data
 
 IDENTITY = SimCLRViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0, jitter_prob=0.0,
@@ -26,7 +27,8 @@ def simclr(**kwargs):
     L.seed_everything(0)
     return SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 1},
                   projection_hidden_dim=32, projection_dim=16, projection_batch_norm=False, augment=IDENTITY,
-                  temperature=0.2, **kwargs)
+                  temperature=0.2, optim=OptimConfig(name="sgd", base_lr=0.5, weight_decay=0.0,
+                                                                warmup_epochs=0), **kwargs)
 
 
 def train(module, devices, batch_size, steps, tmp_path):
@@ -42,14 +44,17 @@ def train(module, devices, batch_size, steps, tmp_path):
 def test_simclr_with_ddp_on_two_processes_equals_one_process_with_the_global_batch(tmp_path):
     """3 steps of 2 x 16 images under DDP against 3 steps of 32 images in one process (same images per
     step: the sampler shards one seeded permutation). Each rank holds different images, so a
-    gather that dropped the other ranks' gradients could not pass. Measured largest difference:
-    below 1e-6 (float32 reductions in another order); bound 1e-5."""
+    gather that dropped the other ranks' gradients could not pass. SGD, whose update is linear in
+    the gradient (Adam's normalisation would amplify float noise in near-zero gradients to whole
+    steps). Measured largest difference 6e-8 against changes up to 8e-2 (float32 reductions in
+    another order); bound 1e-6."""
     single = train(simclr(), 1, 32, 3, tmp_path / "one")
     distributed = train(simclr(), 2, 16, 3, tmp_path / "two")
     worst = max((a - b).abs().max().item() for a, b in zip(single.parameters(), distributed.parameters(), strict=True))
     changed = max((a - b).abs().max().item() for a, b in zip(single.parameters(), simclr().parameters(), strict=True))
     assert changed > 1e-3  # training moved the weights
-    assert worst < 1e-5, worst
+    print(f"largest difference {worst:.2e}, largest change {changed:.2e}")
+    assert worst < 1e-6, worst
 
 
 def test_without_gather_ddp_differs_and_warns(tmp_path):
@@ -87,7 +92,7 @@ def test_cli_under_torchrun_with_two_processes(tmp_path):
     result = subprocess.run(
         command + ["--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "selfsup", "fit",
                    "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.accelerator=cpu",
-                   "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=3",
+                   "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=3", "--trainer.log_every_n_steps=1",
                    "--trainer.callbacks=[]", "--data.init_args.train_subset=256", "--data.init_args.batch_size=32",
                    "--model.init_args.encoder_kwargs={depth: 1}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -99,7 +104,7 @@ def test_cli_under_torchrun_with_two_processes(tmp_path):
     metrics = (run_dir / "metrics.csv").read_text().splitlines()
     negatives = metrics[0].split(",").index("train/negatives")
     assert {float(line.split(",")[negatives]) for line in metrics[1:] if line.split(",")[negatives]} == {2 * 32 * 2 - 2}
-    assert len(last["callbacks"]["RestoreRNG"]["ranks"]) == 2  # both processes' random states
+    assert len(last["callbacks"]["ExactResume"]["ranks"]) == 2  # both processes' random states
 
 
 def stream_worker(rank: int, port: int, root: str, out: str) -> None:

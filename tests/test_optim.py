@@ -41,7 +41,8 @@ def test_optimizer_choice_and_validation():
     assert isinstance(build_optimizer(OptimConfig(name="lars"), groups, 0.1), Lars)
     adamw = build_optimizer(OptimConfig(betas=(0.9, 0.95)), groups, 0.1)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.95)
-    with pytest.raises(ValueError, match="adamw' or 'lars"):
+    assert isinstance(build_optimizer(OptimConfig(name="sgd"), groups, 0.1), torch.optim.SGD)
+    with pytest.raises(ValueError, match="'adamw', 'lars' or 'sgd'"):
         OptimConfig(name="sgd")
     with pytest.raises(ValueError, match="base_lr"):
         OptimConfig(base_lr=0)

@@ -6,8 +6,9 @@
 - :class:`ResumableDataLoader` is a ``DataLoader`` with ``state_dict`` / ``load_state_dict``:
   Lightning stores its state in every checkpoint (the epoch, and the batches training has
   processed in it, read from the trainer rather than from the iterator, which prefetches) and
-  restores it before iterating again. Its worker seeds come from its own generator, so creating an
-  iterator leaves the global RNG (augmentation, masking) untouched.
+  restores it before iterating again, where it can (``selfsup.checkpoint.ExactResume`` does it
+  where Lightning cannot). Its worker seeds come from its own generator, so creating an iterator
+  leaves the global RNG (augmentation, masking) untouched.
 """
 
 from __future__ import annotations

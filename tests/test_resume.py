@@ -1,0 +1,61 @@
+"""Exact resume: a run killed with SIGKILL mid-epoch and resumed with ``--ckpt_path last`` ends with
+the same weights as the same run uninterrupted."""
+
+import signal
+import subprocess
+import time
+
+import torch
+
+from tests.helpers import REPO
+from tests.test_cli import selfsup_command
+
+ARGS = ["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.max_steps=20", "--trainer.callbacks=[]",
+        "--trainer.log_every_n_steps=1", "--data.init_args.train_subset=192", "--data.init_args.batch_size=32",
+        "--model.init_args.encoder_kwargs={depth: 1}", "--checkpoint.every_n_train_steps=1",
+        "--checkpoint.monitor=null"]
+
+
+def last_step(path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True)["global_step"])
+    except Exception:  # not written yet
+        return -1
+
+
+def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_path):
+    reference = subprocess.run(selfsup_command() + ARGS, cwd=_mkdir(tmp_path / "ref"), capture_output=True, text=True,
+                               timeout=300)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    work = _mkdir(tmp_path / "killed")
+    last = work / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(selfsup_command() + ARGS, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while last_step(last) < 8 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # mid-epoch (6 steps per epoch), possibly during a checkpoint write
+    process.wait()
+    killed_at = last_step(last)
+    assert 8 <= killed_at < 20, f"killed at step {killed_at}: the run was not interrupted mid-training"
+
+    resumed = subprocess.run(selfsup_command() + ARGS + ["--ckpt_path", "last"], cwd=work, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming from runs/quickstart/version_0/checkpoints/last.ckpt" in resumed.stdout
+
+    expected = torch.load(tmp_path / "ref" / "runs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True)
+    final = torch.load(work / "runs/quickstart/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert final["global_step"] == expected["global_step"] == 20
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], value), name
+    for a, b in zip(final["optimizer_states"][0]["state"].values(), expected["optimizer_states"][0]["state"].values(),
+                    strict=True):
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+    # the interrupted run's logs are kept: the resumed run wrote to a new version folder
+    assert (work / "runs/quickstart/version_0/metrics.csv").is_file()
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
