@@ -21,7 +21,8 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from selfsup import distributed
 from selfsup.methods.base import CHECKPOINT_KEY
@@ -32,9 +33,11 @@ class CheckpointError(ValueError):
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old or the complete new file."""
+    """Write ``data`` to ``path`` so that ``path`` is always either the old or the complete new file.
+    Temporary files left by a writer that was killed are removed by the next successful write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -42,6 +45,8 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        for leftover in stale:
+            leftover.unlink(missing_ok=True)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
@@ -140,7 +145,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class ExactResume(Callback):
-    """Makes a resumed run continue exactly where the interrupted one stopped.
+    """Makes a resumed run continue exactly where the interrupted one stopped, and saves one when
+    the job is told to stop (SIGTERM, as schedulers send before preemption).
 
     Checkpoints keep every process's random states (augmentation and masking draw from them) and
     the position in the epoch's data order; when training resumes, at ``on_train_start`` (after
@@ -150,6 +156,10 @@ class ExactResume(Callback):
     ``estimated_stepping_batches`` does when ``max_epochs`` is set, so the position is kept here.)
     With the data module's resumable loader, a resumed run reaches the same weights as an
     uninterrupted one.
+
+    On SIGTERM, Lightning finishes the current step and raises ``SIGTERMException``; this callback
+    then writes ``last.ckpt`` (atomically) in the checkpoint folder, and the ``selfsup`` command
+    exits with status 0: resume with ``--ckpt_path last``.
     """
 
     def __init__(self) -> None:
@@ -167,6 +177,15 @@ class ExactResume(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        callback = trainer.checkpoint_callback
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(trainer.default_root_dir)
+        path = folder / "last.ckpt"
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"SIGTERM: saved a resumable checkpoint to {path}; resume with --ckpt_path last.")
 
     def on_train_start(self, trainer, pl_module) -> None:
         if not self._pending:

@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from selfsup.checkpoint import ExactResume
 
@@ -89,16 +90,21 @@ def lightning_main(args: Sequence[str] | None = None) -> LightningCLI:
     from selfsup.finetune.strategies import Strategy
 
     set_parsing_settings(subclasses_enabled=[Strategy])
-    return SelfSupCLI(
-        model_class=L.LightningModule,
-        datamodule_class=L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        trainer_defaults=trainer_defaults(),
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-        args=None if args is None else list(args),
-    )
+    try:
+        return SelfSupCLI(
+            model_class=L.LightningModule,
+            datamodule_class=L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults=trainer_defaults(),
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            args=None if args is None else list(args),
+        )
+    except SIGTERMException:
+        # ExactResume saved last.ckpt after the step in progress: a clean, resumable stop
+        print("selfsup: stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last", file=sys.stderr)
+        raise SystemExit(0) from None
 
 
 def _probe(args: Sequence[str]) -> object:

@@ -1,10 +1,12 @@
-"""Exact resume: a run killed with SIGKILL mid-epoch and resumed with ``--ckpt_path last`` ends with
-the same weights as the same run uninterrupted."""
+"""Exact resume: a run killed with SIGKILL mid-epoch, or stopped with SIGTERM (as a scheduler does
+before preemption), and resumed with ``--ckpt_path last`` ends with the same weights as the same
+run uninterrupted."""
 
 import signal
 import subprocess
 import time
 
+import pytest
 import torch
 
 from tests.helpers import REPO
@@ -23,11 +25,25 @@ def last_step(path) -> int:
         return -1
 
 
-def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_path):
-    reference = subprocess.run(selfsup_command() + ARGS, cwd=_mkdir(tmp_path / "ref"), capture_output=True, text=True,
-                               timeout=300)
-    assert reference.returncode == 0, reference.stderr[-2000:]
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run's final checkpoint."""
+    work = tmp_path_factory.mktemp("reference")
+    result = subprocess.run(selfsup_command() + ARGS, cwd=work, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return torch.load(work / "runs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True)
 
+
+def assert_same_training_state(final, expected):
+    assert final["global_step"] == expected["global_step"] == 20
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], value), name
+    for a, b in zip(final["optimizer_states"][0]["state"].values(), expected["optimizer_states"][0]["state"].values(),
+                    strict=True):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+
+
+def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_path, reference):
     work = _mkdir(tmp_path / "killed")
     last = work / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
     process = subprocess.Popen(selfsup_command() + ARGS, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -42,18 +58,34 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_pat
     resumed = subprocess.run(selfsup_command() + ARGS + ["--ckpt_path", "last"], cwd=work, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming from runs/quickstart/version_0/checkpoints/last.ckpt" in resumed.stdout
+    assert "resuming from runs/quickstart/version_0/checkpoints/last.ckpt" in resumed.stdout
 
-    expected = torch.load(tmp_path / "ref" / "runs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True)
     final = torch.load(work / "runs/quickstart/version_1/checkpoints/last.ckpt", weights_only=True)
-    assert final["global_step"] == expected["global_step"] == 20
-    for name, value in expected["state_dict"].items():
-        assert torch.equal(final["state_dict"][name], value), name
-    for a, b in zip(final["optimizer_states"][0]["state"].values(), expected["optimizer_states"][0]["state"].values(),
-                    strict=True):
-        assert torch.equal(a["exp_avg"], b["exp_avg"])
+    assert_same_training_state(final, reference)
     # the interrupted run's logs are kept: the resumed run wrote to a new version folder
     assert (work / "runs/quickstart/version_0/metrics.csv").is_file()
+
+
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_cleanly(tmp_path, reference):
+    last = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(selfsup_command() + ARGS, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + 240
+    while last_step(last) < 9 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    start = time.time()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-2000:]
+    assert time.time() - start < 60
+    assert "stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last" in stderr
+    stopped_at = last_step(last)
+    assert 9 <= stopped_at < 20
+    resumed = subprocess.run(selfsup_command() + ARGS + ["--ckpt_path", "last"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    final = torch.load(tmp_path / "runs/quickstart/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert_same_training_state(final, reference)
 
 
 def _mkdir(path):

@@ -19,6 +19,7 @@ from selfsup.augment import ClassificationAugment, FineTuneViewConfig, Normalize
 from selfsup.encoders import default_pool
 from selfsup.finetune.backbone import backbone_spec, dense_output, is_vit, load_backbone, pool_output
 from selfsup.finetune.strategies import Strategy, get_strategy
+from selfsup.guard import guard_loss
 from selfsup.heads import ClassificationHead, SegmentationHead
 from selfsup.methods.base import CHECKPOINT_FORMAT, CHECKPOINT_KEY, _plain, as_config
 from selfsup.optim import OptimConfig, optimizer_and_schedule
@@ -48,6 +49,7 @@ class FineTune(L.LightningModule):
         augment: random resized crop and flip on the device.
         optim: optimiser and schedule; ``lr = base_lr * global_batch / 256``. Strategy ``full``
             multiplies it per layer (layer-wise decay).
+        skip_nonfinite_steps: NaN / infinite-loss steps to skip before stopping (0: stop at the first).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class FineTune(L.LightningModule):
         label_smoothing: float = 0.1,
         augment: FineTuneViewConfig = FineTuneViewConfig(),
         optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.05, warmup_epochs=5),
+        skip_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
         hparams = {k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
@@ -108,6 +111,7 @@ class FineTune(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
         self.optim = as_config(OptimConfig, optim)
+        self.skip_nonfinite_steps = skip_nonfinite_steps
         self.last_confusion: torch.Tensor | None = None
 
     # --- parameters ------------------------------------------------------------------------------
@@ -180,10 +184,11 @@ class FineTune(L.LightningModule):
             return SoftTargetCrossEntropy()(logits, targets)
         return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing, ignore_index=IGNORE_INDEX)
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor | None:
         images, targets = batch
-        loss = self.loss(self(images), targets)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        loss = guard_loss(self, self.loss(self(images), targets), self.skip_nonfinite_steps)
+        if loss is not None:
+            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:

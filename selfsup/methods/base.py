@@ -22,6 +22,7 @@ from selfsup.encoders import (
     encoder_spec,
     pooled_features,
 )
+from selfsup.guard import guard_loss
 from selfsup.optim import OptimConfig, optimizer_and_schedule, param_groups
 
 CHECKPOINT_KEY = "selfsup"
@@ -60,6 +61,9 @@ class PretrainModule(L.LightningModule):
         encoder_kwargs: further timm ``VisionTransformer`` arguments for a named encoder
             (``depth``, ``embed_dim``, ``num_heads``, ``drop_path_rate``...).
         optim: optimiser and schedule (see :class:`selfsup.optim.OptimConfig`).
+        skip_nonfinite_steps: steps with a NaN / infinite loss that may be skipped before training
+            stops (0: stop at the first, naming the step and the last good checkpoint; see
+            ``selfsup.guard``).
     """
 
     method: ClassVar[str] = ""
@@ -71,8 +75,12 @@ class PretrainModule(L.LightningModule):
         patch_size: int | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
         optim: OptimConfig = OptimConfig(),
+        skip_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
+        if skip_nonfinite_steps < 0:
+            raise ValueError(f"skip_nonfinite_steps must be >= 0, got {skip_nonfinite_steps}.")
+        self.skip_nonfinite_steps = skip_nonfinite_steps
         if isinstance(encoder, str):
             try:
                 encoder = create_encoder(encoder, img_size=img_size, patch_size=patch_size, **(encoder_kwargs or {}))
@@ -132,6 +140,10 @@ class PretrainModule(L.LightningModule):
         no_decay = {f"encoder.{name}" for name in self.encoder.no_weight_decay()}
         groups = param_groups(self, self.optim.weight_decay, no_decay)
         return optimizer_and_schedule(self.trainer, self.optim, groups)
+
+    def guard(self, loss: torch.Tensor) -> torch.Tensor | None:
+        """The loss, or None to skip a non-finite step (see ``selfsup.guard``)."""
+        return guard_loss(self, loss, self.skip_nonfinite_steps)
 
     def log_step(self, loss: torch.Tensor, batch_size: int, **extra: float | torch.Tensor) -> None:
         """Log the loss (per step and epoch mean), the learning rate, and method-specific values."""

@@ -33,6 +33,7 @@ class MAE(PretrainModule):
         optim: AdamW with betas (0.9, 0.95), base learning rate 1.5e-4 per 256 images
             (``lr = base_lr * global_batch / 256``), weight decay 0.05, cosine with warm-up: the
             paper's recipe.
+        skip_nonfinite_steps: NaN / infinite-loss steps to skip before stopping (0: stop at the first).
     """
 
     method = "mae"
@@ -50,8 +51,9 @@ class MAE(PretrainModule):
         norm_pix_loss: bool = True,
         augment: MAEViewConfig = MAEViewConfig(),
         optim: OptimConfig = OptimConfig(base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40),
+        skip_nonfinite_steps: int = 0,
     ) -> None:
-        super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim)
+        super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim, skip_nonfinite_steps)
         self.save_init_args(locals())
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(
@@ -89,9 +91,10 @@ class MAE(PretrainModule):
         pred = self.decoder(tokens, masked.ids_restore)
         return pred, patchify(images, self.patch_size), masked.mask
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor | None:
         images, _ = batch
         pred, target, mask = self(images)
-        loss = self.criterion(pred, target, mask)
-        self.log_step(loss, len(images))
+        loss = self.guard(self.criterion(pred, target, mask))
+        if loss is not None:
+            self.log_step(loss, len(images))
         return loss

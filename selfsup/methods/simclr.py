@@ -37,6 +37,7 @@ class SimCLR(PretrainModule):
             with ``global_batch = data.batch_size * processes * accumulate_grad_batches``; the default
             is AdamW (the usual choice for ViTs, e.g. MoCo v3) with weight decay 0.1, LARS is available
             with ``optim.name: lars``.
+        skip_nonfinite_steps: NaN / infinite-loss steps to skip before stopping (0: stop at the first).
     """
 
     method = "simclr"
@@ -56,8 +57,9 @@ class SimCLR(PretrainModule):
         sync_batchnorm: bool = True,
         augment: SimCLRViewConfig = SimCLRViewConfig(),
         optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.1, warmup_epochs=10),
+        skip_nonfinite_steps: int = 0,
     ) -> None:
-        super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim)
+        super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim, skip_nonfinite_steps)
         self.save_init_args(locals())
         self.projection = ProjectionHead(self.encoder.num_features, projection_hidden_dim, projection_dim,
                                          projection_layers, projection_batch_norm)
@@ -82,11 +84,13 @@ class SimCLR(PretrainModule):
                 category=UserWarning,
             )
 
-    def training_step(self, batch: tuple, batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: tuple, batch_idx: int) -> dict[str, torch.Tensor] | None:
         (view1, view2), _ = batch
         features = self.features(torch.cat([view1, view2]))
         z1, z2 = self.projection(features).chunk(2)
-        loss = self.criterion(z1, z2)
+        loss = self.guard(self.criterion(z1, z2))
+        if loss is None:
+            return None
         self.log_step(loss, len(view1), negatives=float(self.criterion.negatives_per_sample(len(view1))))
         # the first view's features, detached, for an online probe (free: already computed)
         return {"loss": loss, "features": features[: len(view1)].detach()}
