@@ -43,6 +43,12 @@ class SelfSupCLI(LightningCLI):
         # one image size for data, augmentation and encoder (a model without img_size ignores it)
         parser.link_arguments("data.init_args.image_size", "model.init_args.img_size")
 
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+        # `trainer.enable_checkpointing: false` turns off the checkpoint section's ModelCheckpoint too
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_instantiate_classes(self) -> None:
         """``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of this config's runs
         (``<save_dir>/<name>/version_*/checkpoints/last.ckpt``). The resumed run logs to a new

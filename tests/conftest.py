@@ -9,6 +9,19 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)
+def _restore_threads():
+    """Lightning's DDP launchers set torch's thread count (and OMP_NUM_THREADS) for the processes
+    they start, in this process too: put both back so later tests keep both cores."""
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    yield
+    torch.set_num_threads(threads)
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
+
+
+@pytest.fixture(autouse=True)
 def _quiet_lightning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -57,19 +57,17 @@ def test_simclr_with_ddp_on_two_processes_equals_one_process_with_the_global_bat
     assert worst < 1e-6, worst
 
 
-def test_without_gather_ddp_differs_and_warns(tmp_path):
+def test_without_gather_under_ddp_warns_loudly():
     module = simclr(gather_distributed=False)
 
     class FakeTrainer:
         world_size = 2
 
     module._trainer = FakeTrainer()
-    with pytest.warns(UserWarning, match="gather_distributed=False"):
+    with pytest.warns(UserWarning, match="gather_distributed=False: each sample is contrasted only with its own"):
         module.on_fit_start()
     module._trainer = None
-    single = train(simclr(), 1, 32, 2, tmp_path / "one")
-    local = train(simclr(gather_distributed=False), 2, 16, 2, tmp_path / "two")
-    assert max((a - b).abs().max().item() for a, b in zip(single.parameters(), local.parameters(), strict=True)) > 1e-4
+    assert module.criterion.negatives_per_sample(16) == 30  # logged as train/negatives
 
 
 def test_mae_trains_under_ddp_without_find_unused_parameters(tmp_path):
@@ -113,7 +111,7 @@ def stream_worker(rank: int, port: int, root: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         dataset = litdata.StreamingDataset(f"{root}/train", shuffle=True, drop_last=False, seed=3)
-        loader = litdata.StreamingDataLoader(dataset, batch_size=8, num_workers=2)
+        loader = litdata.StreamingDataLoader(dataset, batch_size=8, num_workers=1)
         seen = [int(i) for batch in loader for i in batch["index"]]
         torch.save(torch.tensor(seen), f"{out}/{rank}.pt")
     finally:
@@ -131,7 +129,7 @@ def test_streaming_shards_every_sample_exactly_once_over_two_ranks(tmp_path):
             for image in sorted(folder.iterdir())[:per_class]:
                 shutil.copy(image, subset / split / folder.name / image.name)
     manifest = run(["data", "optimize", str(subset), str(tmp_path / "stream"), "--image_size", "32",
-                    "--num_workers", "2"])
+                    "--num_workers", "1"])
     assert manifest["splits"] == {"train": 200, "val": 40} and len(manifest["classes"]) == 10
     mp.start_processes(stream_worker, args=(free_port(), str(tmp_path / "stream"), str(tmp_path)), nprocs=2,
                        start_method="spawn", join=True)

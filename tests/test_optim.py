@@ -43,6 +43,6 @@ def test_optimizer_choice_and_validation():
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.9, 0.95)
     assert isinstance(build_optimizer(OptimConfig(name="sgd"), groups, 0.1), torch.optim.SGD)
     with pytest.raises(ValueError, match="'adamw', 'lars' or 'sgd'"):
-        OptimConfig(name="sgd")
+        OptimConfig(name="adam")
     with pytest.raises(ValueError, match="base_lr"):
         OptimConfig(base_lr=0)
