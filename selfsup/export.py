@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from timm.models import save_for_hf
 from timm.models.vision_transformer import VisionTransformer
 
@@ -162,16 +163,22 @@ def export(
         "probe": probe_scores or {},
         "source_checkpoint": str(checkpoint_path),
     }
+    return write_export(out_dir, encoder, f"selfsup_{meta.get('method')}", meta["mean"], meta["std"], metadata)
+
+
+def write_export(out_dir: Path, model, tag: str, mean, std, metadata: dict[str, Any],
+                 extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write a timm folder for ``model`` (config.json, model.safetensors), ``selfsup.json`` and any
+    ``extra`` safetensors files. The folder is assembled beside ``out_dir`` and moved into place in one
+    rename (replacing an older export), so a crash never leaves a half-written export."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        save_for_hf(
-            encoder,
-            str(staging),
-            safe_serialization=True,
-            model_config={"pretrained_cfg": {"tag": f"selfsup_{meta.get('method')}", "license": None,
-                                             "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}},
-        )
+        save_for_hf(model.eval(), str(staging), safe_serialization=True,
+                    model_config={"pretrained_cfg": {"tag": tag, "license": None, "mean": tuple(mean),
+                                                     "std": tuple(std)}})
+        for name, tensors in (extra or {}).items():
+            save_file(tensors, staging / name)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
         if out_dir.exists():
             shutil.rmtree(out_dir)

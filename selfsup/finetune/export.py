@@ -10,18 +10,13 @@ counterpart: exporting them is an error that says so.
 from __future__ import annotations
 
 import copy
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import timm
-from safetensors.torch import save_file
-from timm.models import save_for_hf
 
 from selfsup.checkpoint import epochs_trained, load_checkpoint
-from selfsup.export import METADATA_FILE
+from selfsup.export import write_export
 from selfsup.finetune.backbone import is_vit
 from selfsup.finetune.module import FineTune
 from selfsup.finetune.strategies import NotExportable
@@ -76,19 +71,5 @@ def export_finetuned(checkpoint_path: str | os.PathLike, out_dir: str | os.PathL
         "epochs": epochs_trained(checkpoint),
         "source_checkpoint": str(checkpoint_path),
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        save_for_hf(model.eval(), str(staging), safe_serialization=True,
-                    model_config={"pretrained_cfg": {"tag": f"selfsup_finetune_{meta['strategy']['name']}",
-                                                     "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}})
-        for name, tensors in extra_files.items():
-            save_file(tensors, staging / name)
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
+    return write_export(out_dir, model, f"selfsup_finetune_{meta['strategy']['name']}", meta["mean"], meta["std"],
+                        metadata, extra_files)

@@ -15,7 +15,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from selfsup.augment import ClassificationAugment, FineTuneViewConfig, Normalize, SegmentationAugment
+from selfsup.augment import CropFlipAugment, CropFlipConfig, Normalize, SegmentationAugment
 from selfsup.encoders import default_pool
 from selfsup.finetune.backbone import backbone_spec, dense_output, is_vit, load_backbone, pool_output
 from selfsup.finetune.strategies import Strategy, get_strategy
@@ -67,7 +67,7 @@ class FineTune(L.LightningModule):
         mixup: float = 0.0,
         cutmix: float = 0.0,
         label_smoothing: float = 0.1,
-        augment: FineTuneViewConfig = FineTuneViewConfig(),
+        augment: CropFlipConfig = CropFlipConfig(),
         optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.05, warmup_epochs=5),
         skip_nonfinite_steps: int = 0,
     ) -> None:
@@ -93,10 +93,10 @@ class FineTune(L.LightningModule):
         self.image_size = img_size or (self.encoder.patch_embed.img_size[0] if is_vit(self.encoder) else cfg["input_size"][-1])
         self.normalize = Normalize(self.mean, self.std)
         dim = self.encoder.num_features
-        view = as_config(FineTuneViewConfig, augment)
+        view = as_config(CropFlipConfig, augment)
         if task == "classification":
             self.head = ClassificationHead(dim, num_classes, head, head_hidden_dim)
-            self.train_augment = ClassificationAugment(self.image_size, self.mean, self.std, view)
+            self.train_augment = CropFlipAugment(self.image_size, self.mean, self.std, view)
             self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
                                num_classes=num_classes) if (mixup > 0 or cutmix > 0) else None
             self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.augment import MAEAugment, MAEViewConfig
+from selfsup.augment import CropFlipAugment, CropFlipConfig
 from selfsup.encoders import encode_visible, patchify
 from selfsup.heads import MAEDecoder, default_decoder
 from selfsup.losses import MaskedReconstructionLoss
@@ -49,7 +49,7 @@ class MAE(PretrainModule):
         decoder_depth: int | None = None,
         decoder_heads: int | None = None,
         norm_pix_loss: bool = True,
-        augment: MAEViewConfig = MAEViewConfig(),
+        augment: CropFlipConfig = CropFlipConfig(crop_scale=(0.2, 1.0)),
         optim: OptimConfig = OptimConfig(base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40),
         skip_nonfinite_steps: int = 0,
     ) -> None:
@@ -74,7 +74,8 @@ class MAE(PretrainModule):
             num_prefix_tokens=self.encoder.num_prefix_tokens,
         )
         self.criterion = MaskedReconstructionLoss(norm_pix_loss)
-        self.view_augment = MAEAugment(self.image_size, self.mean, self.std, as_config(MAEViewConfig, augment))
+        self.view_augment = CropFlipAugment(self.image_size, self.mean, self.std, as_config(CropFlipConfig, augment),
+                                            resample="BICUBIC")
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         return self.view_augment(images)

@@ -2,7 +2,7 @@ import lightning as L
 import pytest
 import torch
 
-from selfsup.augment import MAEAugment, MAEViewConfig, SimCLRAugment, SimCLRViewConfig
+from selfsup.augment import CropFlipAugment, CropFlipConfig, SimCLRAugment, SimCLRViewConfig
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -81,9 +81,9 @@ def test_invalid_view_parameters_raise(kwargs):
         SimCLRViewConfig(**kwargs)
 
 
-def test_mae_augment():
-    aug = MAEAugment(32, MEAN, STD)
+def test_crop_flip_augment():
+    aug = CropFlipAugment(32, MEAN, STD, CropFlipConfig(crop_scale=(0.2, 1.0)), resample="BICUBIC")
     out = aug(batch())
     assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
     with pytest.raises(ValueError):
-        MAEViewConfig(crop_scale=(0.5, 0.2))
+        CropFlipConfig(crop_scale=(0.5, 0.2))

@@ -1,4 +1,5 @@
-"""MAE's augmentation: random resized crop and horizontal flip, on whole batches (Kornia)."""
+"""Random resized crop and horizontal flip on whole batches (Kornia): MAE's pretraining
+augmentation, and classification fine-tuning's (mixup and cutmix are the fine-tune module's)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from selfsup.augment.normalize import Normalize, to_unit_float
 
 
 @dataclass(frozen=True)
-class MAEViewConfig:
-    """MAE pretraining augmentation (He et al. 2022: crop scale 0.2 to 1, flip, nothing else)."""
+class CropFlipConfig:
+    """Random resized crop (area ``crop_scale`` of the image, aspect ``crop_ratio``) and flip.
 
-    crop_scale: tuple[float, float] = (0.2, 1.0)
+    Defaults are DeiT / MAE fine-tuning's (scale 0.08 to 1); MAE pretraining uses 0.2 to 1 (He et al.
+    2022), its default in ``selfsup.MAE``.
+    """
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip_prob: float = 0.5
 
@@ -28,21 +33,17 @@ class MAEViewConfig:
             raise ValueError(f"hflip_prob must lie in [0, 1], got {self.hflip_prob}.")
 
 
-class MAEAugment(nn.Module):
-    """``[B, 3, H, W]`` uint8 → one ``[B, 3, size, size]`` float32 view, normalised."""
+class CropFlipAugment(nn.Module):
+    """``[B, 3, H, W]`` uint8 → one ``[B, 3, size, size]`` float32 view: cropped, flipped, normalised,
+    with per-sample parameters."""
 
-    def __init__(
-        self,
-        size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        config: MAEViewConfig | None = None,
-    ) -> None:
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], config: CropFlipConfig | None = None,
+                 resample: str = "BILINEAR") -> None:
         super().__init__()
-        self.config = config or MAEViewConfig()
+        self.config = config or CropFlipConfig()
         self.view = nn.Sequential(
             K.RandomResizedCrop((size, size), scale=self.config.crop_scale, ratio=self.config.crop_ratio,
-                                resample="BICUBIC"),
+                                resample=resample),
             K.RandomHorizontalFlip(p=self.config.hflip_prob),
         )
         self.normalize = Normalize(mean, std)
