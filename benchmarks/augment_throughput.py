@@ -71,7 +71,9 @@ def bench(size: int, batch_size: int, repeats: int, device: torch.device) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -79,15 +81,19 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    print(f"SimCLR two-view augmentation, batch {args.batch_size}, {device.type} "
-          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    print(
+        f"SimCLR two-view augmentation, batch {args.batch_size}, {device.type} "
+        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     results = {}
     for size in args.sizes:
         rates = bench(size, args.batch_size, args.repeats, device)
         results[size] = rates
         ratio = rates["kornia_batched"] / rates["torchvision_per_image"]
-        print(f"  {size:4d} px: Kornia batched {rates['kornia_batched']:9.1f} images/s | torchvision per image "
-              f"{rates['torchvision_per_image']:9.1f} images/s | ratio {ratio:.2f}")
+        print(
+            f"  {size:4d} px: Kornia batched {rates['kornia_batched']:9.1f} images/s | torchvision per image "
+            f"{rates['torchvision_per_image']:9.1f} images/s | ratio {ratio:.2f}"
+        )
     print(json.dumps(results))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-TIMER = '''
+TIMER = """
 import json, os, statistics, time
 from lightning.pytorch.callbacks import Callback
 
@@ -38,7 +38,7 @@ class StepTimer(Callback):
         if trainer.is_global_zero:
             json.dump({"median_step_s": statistics.median(self.times), "steps": len(self.times),
                        "world_size": trainer.world_size}, open(self.out, "w"))
-'''
+"""
 
 
 def run(method: str, processes: int, threads: int, batch: int, steps: int, work: Path) -> dict:
@@ -51,13 +51,13 @@ seed_everything: 0
 trainer:
   accelerator: cpu
   devices: {processes}
-  strategy: {'ddp' if processes > 1 else 'auto'}
+  strategy: {"ddp" if processes > 1 else "auto"}
   max_steps: {steps}
   enable_progress_bar: false
   logger: false
   callbacks: [{{class_path: steptimer.StepTimer}}]
 model:
-  class_path: selfsup.{'SimCLR' if method == 'simclr' else 'MAE'}
+  class_path: selfsup.{"SimCLR" if method == "simclr" else "MAE"}
   init_args:
     encoder: vit_tiny_patch16_224
     patch_size: 4
@@ -67,7 +67,11 @@ data:
   init_args: {{source: digits, image_size: 32, batch_size: {batch}, num_workers: 0}}
 """)
     command = [sys.executable, "-m", "selfsup", "fit", "-c", "config.yaml"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": f"{folder}:{os.environ.get('PYTHONPATH', '')}"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": f"{folder}:{os.environ.get('PYTHONPATH', '')}",
+    }
     result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
@@ -77,7 +81,9 @@ data:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="per process")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
@@ -89,11 +95,17 @@ def main() -> None:
         one_two_threads = run(method, 1, 2, args.batch_size, args.steps, work)
         two = run(method, 2, 1, args.batch_size, args.steps, work)
         efficiency = two["images_per_s"] / (2 * one["images_per_s"])
-        results[method] = {"1 process x 1 thread": one, "1 process x 2 threads": one_two_threads,
-                           "2 processes x 1 thread": two, "scaling_efficiency": efficiency}
-        print(f"{method}: 1 process x 1 thread {one['images_per_s']:.1f} images/s | 1 process x 2 threads "
-              f"{one_two_threads['images_per_s']:.1f} | 2 processes x 1 thread (DDP) {two['images_per_s']:.1f} | "
-              f"scaling efficiency {efficiency:.2f}")
+        results[method] = {
+            "1 process x 1 thread": one,
+            "1 process x 2 threads": one_two_threads,
+            "2 processes x 1 thread": two,
+            "scaling_efficiency": efficiency,
+        }
+        print(
+            f"{method}: 1 process x 1 thread {one['images_per_s']:.1f} images/s | 1 process x 2 threads "
+            f"{one_two_threads['images_per_s']:.1f} | 2 processes x 1 thread (DDP) {two['images_per_s']:.1f} | "
+            f"scaling efficiency {efficiency:.2f}"
+        )
     print(json.dumps(results))
 
 

@@ -71,20 +71,28 @@ def flops_per_image(model, images, device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", nargs="+", default=["tiny32", "small224"], choices=list(CASES))
     parser.add_argument("--batch-size", type=int, default=0, help="override each case's batch")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--peak-tflops", type=float, default=0.0,
-                        help="the device's peak (e.g. 989 for H100 bf16 dense) to report model FLOPs utilisation")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=0.0,
+        help="the device's peak (e.g. 989 for H100 bf16 dense) to report model FLOPs utilisation",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    print(f"device {device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.machine()}, "
-          f"{torch.get_num_threads()} threads), precision {args.precision}")
+    print(
+        f"device {device.type} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.machine()}, "
+        f"{torch.get_num_threads()} threads), precision {args.precision}"
+    )
     results = {}
     for case in args.cases:
         spec = CASES[case]
@@ -99,7 +107,9 @@ def main() -> None:
         # mask ratio 0 (every patch visible) is a measurement setting, not a training one: MAE refuses
         # it at construction, so set it after.
         models["mae_0.0"].mask_ratio = 0.0
-        images = torch.randint(0, 256, (batch, 3, spec["img_size"], spec["img_size"]), dtype=torch.uint8, device=device)
+        images = torch.randint(
+            0, 256, (batch, 3, spec["img_size"], spec["img_size"]), dtype=torch.uint8, device=device
+        )
         flops = {name: flops_per_image(m, images, device) for name, m in models.items()}
         steps = {name: make_step(m, device, args.precision) for name, m in models.items()}
         for step in steps.values():
@@ -117,14 +127,18 @@ def main() -> None:
                     times[name].append(time.perf_counter() - start)
         median = {name: statistics.median(t) for name, t in times.items()}
         decoder = models["mae_0.75"].decoder
-        print(f"\n{case}: {spec['encoder']} at {spec['img_size']} px, patch {spec['patch_size']}, batch {batch}; "
-              f"default MAE decoder {len(decoder.blocks)} x {decoder.embed.out_features}")
+        print(
+            f"\n{case}: {spec['encoder']} at {spec['img_size']} px, patch {spec['patch_size']}, batch {batch}; "
+            f"default MAE decoder {len(decoder.blocks)} x {decoder.embed.out_features}"
+        )
         for name, t in median.items():
             mfu = ""
             if args.peak_tflops:
                 mfu = f"  MFU {100 * flops[name] * batch / t / (args.peak_tflops * 1e12):5.1f}%"
-            print(f"  {name:24s} {1000 * t:9.1f} ms/step  {batch / t:9.1f} images/s  "
-                  f"{flops[name] / 1e9:8.2f} GFLOP/image{mfu}")
+            print(
+                f"  {name:24s} {1000 * t:9.1f} ms/step  {batch / t:9.1f} images/s  "
+                f"{flops[name] / 1e9:8.2f} GFLOP/image{mfu}"
+            )
         ratios = {
             "mae_over_simclr": median["mae_0.75"] / median["simclr"],
             "mae_0.75_over_0.0": median["mae_0.75"] / median["mae_0.0"],
@@ -132,8 +146,12 @@ def main() -> None:
         }
         for name, value in ratios.items():
             print(f"  ratio {name:28s} {value:.2f}")
-        results[case] = {"ms_per_step": {k: 1000 * v for k, v in median.items()}, "ratios": ratios,
-                         "gflop_per_image": {k: v / 1e9 for k, v in flops.items()}, "batch": batch}
+        results[case] = {
+            "ms_per_step": {k: 1000 * v for k, v in median.items()},
+            "ratios": ratios,
+            "gflop_per_image": {k: v / 1e9 for k, v in flops.items()},
+            "batch": batch,
+        }
     print(json.dumps(results))
 
 

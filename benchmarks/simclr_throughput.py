@@ -32,20 +32,33 @@ from selfsup.optim import OptimConfig
 
 
 def make_model(args) -> SimCLR:
-    return SimCLR(args.encoder, img_size=args.image_size, patch_size=args.patch_size,
-                  encoder_kwargs={"depth": args.depth} if args.depth else None,
-                  projection_hidden_dim=512, projection_dim=128, temperature=0.2,
-                  optim=OptimConfig(base_lr=1e-3))
+    return SimCLR(
+        args.encoder,
+        img_size=args.image_size,
+        patch_size=args.patch_size,
+        encoder_kwargs={"depth": args.depth} if args.depth else None,
+        projection_hidden_dim=512,
+        projection_dim=128,
+        temperature=0.2,
+        optim=OptimConfig(base_lr=1e-3),
+    )
 
 
 def selfsup_pipeline(args, device):
     model = make_model(args).to(device)
-    data = ImageDataModule("folder", args.root, image_size=args.image_size, batch_size=args.batch_size,
-                           num_workers=args.workers, train_subset=args.images)
+    data = ImageDataModule(
+        "folder",
+        args.root,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        train_subset=args.images,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data.setup()
-    loader = DataLoader(data.train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        num_workers=args.workers)
+    loader = DataLoader(
+        data.train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers
+    )
 
     def step(stream):
         images, _ = next(stream)
@@ -67,13 +80,18 @@ def reference_pipeline(args, device):
 
     model = make_model(args).to(device)  # same encoder and projection head; lightly's loss and transforms
     encoder_cfg = model.encoder.pretrained_cfg
-    transform = SimCLRTransform(input_size=args.image_size, cj_strength=0.5, gaussian_blur=0.0,
-                                normalize={"mean": list(encoder_cfg["mean"]), "std": list(encoder_cfg["std"])})
+    transform = SimCLRTransform(
+        input_size=args.image_size,
+        cj_strength=0.5,
+        gaussian_blur=0.0,
+        normalize={"mean": list(encoder_cfg["mean"]), "std": list(encoder_cfg["std"])},
+    )
     folder = ImageFolder(str(Path(args.root) / "train"), transform=transform)
     generator = torch.Generator().manual_seed(0)
-    subset = Subset(folder, torch.randperm(len(folder), generator=generator)[:args.images].tolist())
-    loader = DataLoader(subset, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                        num_workers=args.workers)
+    subset = Subset(folder, torch.randperm(len(folder), generator=generator)[: args.images].tolist())
+    loader = DataLoader(
+        subset, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers
+    )
     criterion = NTXentLoss(temperature=0.2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -107,7 +125,9 @@ def window(loader, step, warmup: int, steps: int, device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default="../shared/data/cifar10")
     parser.add_argument("--encoder", default="vit_tiny_patch16_224")
     parser.add_argument("--image-size", type=int, default=32)
@@ -120,15 +140,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each window")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--flush-denormal", action="store_true",
-                        help="flush denormal floats to zero on the CPU (for both pipelines)")
+    parser.add_argument(
+        "--flush-denormal",
+        action="store_true",
+        help="flush denormal floats to zero on the CPU (for both pipelines)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_flush_denormal(args.flush_denormal)
     L.seed_everything(0, verbose=False)
 
-    pipelines = {"selfsup (Kornia, batched, on device)": selfsup_pipeline(args, device),
-                 "reference (lightly: torchvision per image in workers + NTXentLoss)": reference_pipeline(args, device)}
+    pipelines = {
+        "selfsup (Kornia, batched, on device)": selfsup_pipeline(args, device),
+        "reference (lightly: torchvision per image in workers + NTXentLoss)": reference_pipeline(
+            args, device
+        ),
+    }
     seconds = dict.fromkeys(pipelines, 0.0)
     for _ in range(args.rounds):
         for name, (loader, step) in pipelines.items():
@@ -136,10 +163,12 @@ def main() -> None:
     images = args.steps * args.rounds * args.batch_size
     rates = {name: images / s for name, s in seconds.items()}
     names = list(rates)
-    print(f"\nSimCLR training throughput: {args.encoder} at {args.image_size} px (patch {args.patch_size}"
-          f"{', depth ' + str(args.depth) if args.depth else ''}), batch {args.batch_size}, {args.workers} workers, "
-          f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-          f"{', denormals flushed' if args.flush_denormal else ''})")
+    print(
+        f"\nSimCLR training throughput: {args.encoder} at {args.image_size} px (patch {args.patch_size}"
+        f"{', depth ' + str(args.depth) if args.depth else ''}), batch {args.batch_size}, {args.workers} workers, "
+        f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        f"{', denormals flushed' if args.flush_denormal else ''})"
+    )
     for name in names:
         print(f"  {name:70s} {rates[name]:8.1f} images/s")
     print(f"  ratio selfsup / reference: {rates[names[0]] / rates[names[1]]:.2f}")

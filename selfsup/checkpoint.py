@@ -67,15 +67,19 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint I/O with atomic local saves and ``weights_only=True`` loads."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
 
-    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
-                        weights_only: bool | None = None) -> dict[str, Any]:
-        return super().load_checkpoint(path, map_location=map_location,
-                                       weights_only=True if weights_only is None else weights_only)
+    def load_checkpoint(
+        self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return super().load_checkpoint(
+            path, map_location=map_location, weights_only=True if weights_only is None else weights_only
+        )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -172,8 +176,11 @@ class ExactResume(Callback):
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer
         progress = trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
-        return {"ranks": distributed.gather_object(rng_state()),
-                "epoch": trainer.current_epoch if trainer is not None else 0, "batches": int(progress)}
+        return {
+            "ranks": distributed.gather_object(rng_state()),
+            "epoch": trainer.current_epoch if trainer is not None else 0,
+            "batches": int(progress),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
@@ -182,7 +189,11 @@ class ExactResume(Callback):
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
         callback = trainer.checkpoint_callback
-        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(trainer.default_root_dir)
+        folder = (
+            Path(callback.dirpath)
+            if callback is not None and callback.dirpath
+            else Path(trainer.default_root_dir)
+        )
         path = folder / "last.ckpt"
         trainer.save_checkpoint(path)
         rank_zero_info(f"SIGTERM: saved a resumable checkpoint to {path}; resume with --ckpt_path last.")
@@ -192,13 +203,20 @@ class ExactResume(Callback):
             return
         ranks = self._pending.get("ranks", [])
         if len(ranks) != trainer.world_size:
-            rank_zero_warn(f"the checkpoint holds random states of {len(ranks)} processes but this run has "
-                           f"{trainer.world_size}: augmentation will not continue exactly as before.")
+            rank_zero_warn(
+                f"the checkpoint holds random states of {len(ranks)} processes but this run has "
+                f"{trainer.world_size}: augmentation will not continue exactly as before."
+            )
         else:
             set_rng_state(ranks[trainer.global_rank])
         loaders = trainer.train_dataloader
-        loaders = loaders.values() if isinstance(loaders, dict) else loaders if isinstance(loaders, (list, tuple)) \
+        loaders = (
+            loaders.values()
+            if isinstance(loaders, dict)
+            else loaders
+            if isinstance(loaders, (list, tuple))
             else [loaders]
+        )
         for loader in loaders:
             sampler = getattr(loader, "sampler", None)
             if hasattr(sampler, "resume"):

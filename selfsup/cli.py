@@ -33,13 +33,15 @@ class SelfSupCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({
-            "checkpoint.save_last": True,
-            "checkpoint.monitor": "train/loss_epoch",
-            "checkpoint.mode": "min",
-            "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
-            "checkpoint.save_top_k": 1,
-        })
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.monitor": "train/loss_epoch",
+                "checkpoint.mode": "min",
+                "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
+                "checkpoint.save_top_k": 1,
+            }
+        )
         # one image size for data, augmentation and encoder (a model without img_size ignores it)
         parser.link_arguments("data.init_args.image_size", "model.init_args.img_size")
 
@@ -61,7 +63,9 @@ class SelfSupCLI(LightningCLI):
         save_dir = getattr(init_args, "save_dir", None) or config.trainer.default_root_dir or "."
         name = getattr(init_args, "name", None) or "lightning_logs"
         run_root = Path(save_dir) / name
-        found = [p for p in run_root.glob("version_*/checkpoints/last.ckpt") if p.parent.parent.name[8:].isdigit()]
+        found = [
+            p for p in run_root.glob("version_*/checkpoints/last.ckpt") if p.parent.parent.name[8:].isdigit()
+        ]
         if not found:
             raise SystemExit(
                 f"--ckpt_path last: no checkpoint to resume under '{run_root}/version_*/checkpoints/last.ckpt'. "
@@ -109,7 +113,10 @@ def lightning_main(args: Sequence[str] | None = None) -> LightningCLI:
         )
     except SIGTERMException:
         # ExactResume saved last.ckpt after the step in progress: a clean, resumable stop
-        print("selfsup: stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last", file=sys.stderr)
+        print(
+            "selfsup: stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last",
+            file=sys.stderr,
+        )
         raise SystemExit(0) from None
 
 

@@ -26,25 +26,46 @@ class DataOverrides:
 def probe_command(argv: Sequence[str]):
     from selfsup.eval.probe import probe
 
-    parser = ArgumentParser(prog="selfsup probe", description=(
-        "kNN (k=20, 200) and linear-probe accuracy of frozen encoders on a labelled data set. "
-        "Features are extracted once and cached on disk."))
+    parser = ArgumentParser(
+        prog="selfsup probe",
+        description=(
+            "kNN (k=20, 200) and linear-probe accuracy of frozen encoders on a labelled data set. "
+            "Features are extracted once and cached on disk."
+        ),
+    )
     parser.add_argument("-c", "--config", action=ActionConfigFile)
     parser.add_argument("checkpoints", nargs="+", help="checkpoint files and/or run folders")
     parser.add_class_arguments(DataOverrides, "data")
-    parser.add_argument("--pool", type=Literal["token", "avg"] | None, default=None,
-                        help="features: class token or mean of patch tokens (default: the method's)")
+    parser.add_argument(
+        "--pool",
+        type=Literal["token", "avg"] | None,
+        default=None,
+        help="features: class token or mean of patch tokens (default: the method's)",
+    )
     parser.add_argument("--k", type=list[int], default=[20, 200], help="kNN neighbours")
     parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
     parser.add_argument("--probe_epochs", type=int, default=100, help="linear-probe epochs")
     parser.add_argument("--out", type=str | None, default=None, help="report folder (default: <run>/probe)")
-    parser.add_argument("--cache_dir", type=str | None, default=None,
-                        help="feature cache (default: $SELFSUP_CACHE or ~/.cache/selfsup)")
+    parser.add_argument(
+        "--cache_dir",
+        type=str | None,
+        default=None,
+        help="feature cache (default: $SELFSUP_CACHE or ~/.cache/selfsup)",
+    )
     parser.add_argument("--device", type=str, default="auto")
     args = parser.parse_args(list(argv))
     data = asdict(DataOverrides(**args.data.as_dict())) if args.data else {}
-    return probe(args.checkpoints, data=data, pool=args.pool, ks=tuple(args.k), temperature=args.temperature,
-                 probe_epochs=args.probe_epochs, out=args.out, cache_dir=args.cache_dir, device=args.device)
+    return probe(
+        args.checkpoints,
+        data=data,
+        pool=args.pool,
+        ks=tuple(args.k),
+        temperature=args.temperature,
+        probe_epochs=args.probe_epochs,
+        out=args.out,
+        cache_dir=args.cache_dir,
+        device=args.device,
+    )
 
 
 def export_command(argv: Sequence[str]) -> Path:
@@ -52,16 +73,28 @@ def export_command(argv: Sequence[str]) -> Path:
 
     from selfsup.export import export
 
-    parser = ArgumentParser(prog="selfsup export", description=(
-        "Write a folder that plain timm loads with timm.create_model('local-dir:DIR', pretrained=True): "
-        "config.json, model.safetensors (the encoder only) and selfsup.json (metadata)."))
+    parser = ArgumentParser(
+        prog="selfsup export",
+        description=(
+            "Write a folder that plain timm loads with timm.create_model('local-dir:DIR', pretrained=True): "
+            "config.json, model.safetensors (the encoder only) and selfsup.json (metadata)."
+        ),
+    )
     parser.add_argument("checkpoint", help="a selfsup training checkpoint (.ckpt)")
     parser.add_argument("--out", required=True, help="the export folder to write")
-    parser.add_argument("--pool", type=Literal["token", "avg"] | None, default=None,
-                        help="what the exported model returns (default: the method's pooling)")
-    parser.add_argument("--probe", type=str | None, default=None,
-                        help="a probe.json whose scores for this checkpoint go into the metadata "
-                             "(default: <run>/probe/probe.json when present)")
+    parser.add_argument(
+        "--pool",
+        type=Literal["token", "avg"] | None,
+        default=None,
+        help="what the exported model returns (default: the method's pooling)",
+    )
+    parser.add_argument(
+        "--probe",
+        type=str | None,
+        default=None,
+        help="a probe.json whose scores for this checkpoint go into the metadata "
+        "(default: <run>/probe/probe.json when present)",
+    )
     parser.add_argument("--overwrite", type=bool, default=False)
     args = parser.parse_args(list(argv))
     checkpoint = Path(args.checkpoint)
@@ -70,8 +103,12 @@ def export_command(argv: Sequence[str]) -> Path:
     if probe_file.is_file():
         for entry in json.loads(probe_file.read_text()):
             if Path(entry["checkpoint"]).resolve() == checkpoint.resolve():
-                scores = {"knn_top1": entry["knn_top1"], "linear_top1": entry["linear_top1"],
-                          "linear_top5": entry["linear_top5"], "pool": entry["pool"]}
+                scores = {
+                    "knn_top1": entry["knn_top1"],
+                    "linear_top1": entry["linear_top1"],
+                    "linear_top5": entry["linear_top5"],
+                    "pool": entry["pool"],
+                }
     from selfsup.checkpoint import load_checkpoint
 
     if load_checkpoint(checkpoint)["selfsup"].get("method") == "finetune":
@@ -80,26 +117,38 @@ def export_command(argv: Sequence[str]) -> Path:
         out = export_finetuned(checkpoint, args.out, overwrite=args.overwrite)
     else:
         out = export(checkpoint, args.out, pool=args.pool, probe_scores=scores, overwrite=args.overwrite)
-    print(f"exported the encoder of {checkpoint} to {out}; load it with "
-          f"timm.create_model('local-dir:{out}', pretrained=True)")
+    print(
+        f"exported the encoder of {checkpoint} to {out}; load it with "
+        f"timm.create_model('local-dir:{out}', pretrained=True)"
+    )
     return out
 
 
 def data_command(argv: Sequence[str]) -> dict:
     from selfsup.data.streaming import optimize_folder
 
-    parser = ArgumentParser(prog="selfsup data optimize", description=(
-        "Write an ImageFolder (SRC/train/<class>/*, SRC/val/<class>/*) as LitData chunks in DST, resized "
-        "and centre-cropped, to stream with --data.init_args.source streaming --data.init_args.root DST."))
+    parser = ArgumentParser(
+        prog="selfsup data optimize",
+        description=(
+            "Write an ImageFolder (SRC/train/<class>/*, SRC/val/<class>/*) as LitData chunks in DST, resized "
+            "and centre-cropped, to stream with --data.init_args.source streaming --data.init_args.root DST."
+        ),
+    )
     parser.add_argument("action", type=Literal["optimize"])
     parser.add_argument("src", help="the ImageFolder to read")
     parser.add_argument("dst", help="the output folder (new or empty)")
     parser.add_argument("--image_size", type=int, required=True, help="side of the stored images")
     parser.add_argument("--num_workers", type=int, default=2)
-    parser.add_argument("--format", type=Literal["raw", "jpeg"], default="raw",
-                        help="raw uint8 (fastest to read) or JPEG (smaller)")
+    parser.add_argument(
+        "--format",
+        type=Literal["raw", "jpeg"],
+        default="raw",
+        help="raw uint8 (fastest to read) or JPEG (smaller)",
+    )
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     args = parser.parse_args(list(argv))
-    manifest = optimize_folder(args.src, args.dst, args.image_size, args.num_workers, args.format, args.quality)
+    manifest = optimize_folder(
+        args.src, args.dst, args.image_size, args.num_workers, args.format, args.quality
+    )
     print(f"wrote {manifest['splits']} images of {args.image_size} px ({args.format}) to {args.dst}")
     return manifest

@@ -34,7 +34,7 @@ METADATA_FILE = "selfsup.json"
 
 def encoder_state_dict(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``encoder.*`` weights of a training checkpoint, with the prefix removed."""
-    state = {k[len("encoder."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")}
+    state = {k[len("encoder.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")}
     if not state:
         raise CheckpointError(f"'{path}' has no encoder weights (no 'encoder.*' keys in its state_dict).")
     return state
@@ -103,8 +103,11 @@ def load_encoder(
         config = json.loads((path / "config.json").read_text())
         args = config.get("model_args", {})
         size = args.get("img_size", [None])
-        spec = {"name": config.get("architecture"), "img_size": size[0] if isinstance(size, list) else size,
-                "patch_size": args.get("patch_size")}
+        spec = {
+            "name": config.get("architecture"),
+            "img_size": size[0] if isinstance(size, list) else size,
+            "patch_size": args.get("patch_size"),
+        }
         meta_file = path / METADATA_FILE
         if meta_file.is_file():
             spec["method"] = json.loads(meta_file.read_text()).get("method")
@@ -117,15 +120,19 @@ def load_encoder(
     checkpoint = load_checkpoint(path)
     meta = checkpoint["selfsup"]
     if meta.get("method") == "finetune":
-        raise CheckpointError(f"'{path}' is a fine-tune checkpoint: rebuild it with "
-                              "selfsup.finetune.FineTune.from_checkpoint, or export it with `selfsup export`.")
+        raise CheckpointError(
+            f"'{path}' is a fine-tune checkpoint: rebuild it with "
+            "selfsup.finetune.FineTune.from_checkpoint, or export it with `selfsup export`."
+        )
     spec = dict(meta["encoder"], method=meta.get("method"))
     _check_expected(path, spec, method, expected)
     encoder = build_encoder(meta["encoder"], pool or meta.get("pool"), **model_kwargs)
     try:
         encoder.load_state_dict(encoder_state_dict(checkpoint, path))
     except RuntimeError as err:
-        raise CheckpointError(f"'{path}': the encoder weights do not fit {meta['encoder']['name']}: {err}") from None
+        raise CheckpointError(
+            f"'{path}': the encoder weights do not fit {meta['encoder']['name']}: {err}"
+        ) from None
     return encoder.eval()
 
 
@@ -163,20 +170,34 @@ def export(
         "probe": probe_scores or {},
         "source_checkpoint": str(checkpoint_path),
     }
-    return write_export(out_dir, encoder, f"selfsup_{meta.get('method')}", meta["mean"], meta["std"], metadata)
+    return write_export(
+        out_dir, encoder, f"selfsup_{meta.get('method')}", meta["mean"], meta["std"], metadata
+    )
 
 
-def write_export(out_dir: Path, model, tag: str, mean, std, metadata: dict[str, Any],
-                 extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+def write_export(
+    out_dir: Path,
+    model,
+    tag: str,
+    mean,
+    std,
+    metadata: dict[str, Any],
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> Path:
     """Write a timm folder for ``model`` (config.json, model.safetensors), ``selfsup.json`` and any
     ``extra`` safetensors files. The folder is assembled beside ``out_dir`` and moved into place in one
     rename (replacing an older export), so a crash never leaves a half-written export."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        save_for_hf(model.eval(), str(staging), safe_serialization=True,
-                    model_config={"pretrained_cfg": {"tag": tag, "license": None, "mean": tuple(mean),
-                                                     "std": tuple(std)}})
+        save_for_hf(
+            model.eval(),
+            str(staging),
+            safe_serialization=True,
+            model_config={
+                "pretrained_cfg": {"tag": tag, "license": None, "mean": tuple(mean), "std": tuple(std)}
+            },
+        )
         for name, tensors in (extra or {}).items():
             save_file(tensors, staging / name)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))

@@ -33,7 +33,9 @@ def _repair_batchnorm_statistics(module) -> None:
         if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.track_running_stats:
             if not (torch.isfinite(layer.running_mean).all() and torch.isfinite(layer.running_var).all()):
                 layer.reset_running_stats()
-                rank_zero_warn(f"reset the non-finite BatchNorm statistics of {type(layer).__name__} after a skipped step.")
+                rank_zero_warn(
+                    f"reset the non-finite BatchNorm statistics of {type(layer).__name__} after a skipped step."
+                )
 
 
 def guard_loss(module, loss: torch.Tensor, max_skipped: int) -> torch.Tensor | None:

@@ -49,9 +49,17 @@ class WandbLogger(_LightningWandbLogger):
         log_model: upload checkpoints as artifacts (online only).
     """
 
-    def __init__(self, project: str = "selfsup", name: str | None = None, save_dir: str = "runs",
-                 entity: str | None = None, tags: list[str] | None = None, offline: bool | None = None,
-                 connect_timeout: float = 3.0, log_model: bool = False) -> None:
+    def __init__(
+        self,
+        project: str = "selfsup",
+        name: str | None = None,
+        save_dir: str = "runs",
+        entity: str | None = None,
+        tags: list[str] | None = None,
+        offline: bool | None = None,
+        connect_timeout: float = 3.0,
+        log_model: bool = False,
+    ) -> None:
         mode = os.environ.get("WANDB_MODE", "").lower()
         reason = None
         if offline is None:
@@ -63,8 +71,17 @@ class WandbLogger(_LightningWandbLogger):
                 reason = f"{WANDB_HOST} unreachable within {connect_timeout:g} s"
             offline = reason is not None
         Path(save_dir).mkdir(parents=True, exist_ok=True)
-        super().__init__(project=project, name=name, save_dir=save_dir, entity=entity, tags=tags, offline=offline,
-                         log_model=log_model and not offline)
+        super().__init__(
+            project=project,
+            name=name,
+            save_dir=save_dir,
+            entity=entity,
+            tags=tags,
+            offline=offline,
+            log_model=log_model and not offline,
+        )
         if offline:
-            rank_zero_info(f"W&B runs offline ({reason or 'offline=True'}): the run is kept under "
-                           f"{Path(save_dir) / 'wandb'}; upload it later with `wandb sync <run folder>`.")
+            rank_zero_info(
+                f"W&B runs offline ({reason or 'offline=True'}): the run is kept under "
+                f"{Path(save_dir) / 'wandb'}; upload it later with `wandb sync <run folder>`."
+            )

@@ -45,13 +45,17 @@ class OptimConfig:
         if not self.base_lr > 0:
             raise ValueError(f"optim.base_lr must be > 0, got {self.base_lr}.")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError("optim.weight_decay and optim.warmup_epochs must be >= 0 and min_lr_ratio in [0, 1].")
+            raise ValueError(
+                "optim.weight_decay and optim.warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]."
+            )
 
     def scaled_lr(self, global_batch: int) -> float:
         return self.base_lr * global_batch / 256
 
 
-def param_groups(module: nn.Module, weight_decay: float, no_decay_names: set[str] = frozenset()) -> list[dict]:
+def param_groups(
+    module: nn.Module, weight_decay: float, no_decay_names: set[str] = frozenset()
+) -> list[dict]:
     """Two groups: weights with decay; biases, norm weights (every 1-D tensor) and the names in
     ``no_decay_names`` (position embeddings, class token) without. Frozen parameters are left out."""
     decay, no_decay = [], []
@@ -97,8 +101,10 @@ def global_batch_size(trainer) -> int:
     if batch is None:
         batch = getattr(trainer.train_dataloader, "batch_size", None)
     if batch is None:
-        raise ValueError("cannot tell the batch size to scale the learning rate: use a selfsup data module "
-                         "or a DataLoader with a batch_size.")
+        raise ValueError(
+            "cannot tell the batch size to scale the learning rate: use a selfsup data module "
+            "or a DataLoader with a batch_size."
+        )
     return int(batch) * trainer.world_size * trainer.accumulate_grad_batches
 
 

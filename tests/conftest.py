@@ -45,12 +45,27 @@ def tiny_runs(tmp_path_factory):
         run_dir = tmp_path_factory.mktemp(f"{cls.method}_run")
         module = cls("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 1})
         data = ImageDataModule(image_size=16, batch_size=64, num_workers=0, train_subset=256, val_subset=120)
-        checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch}", save_top_k=-1,
-                                     every_n_epochs=1, save_last=True, auto_insert_metric_name=False)
-        trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, callbacks=[checkpoint],
-                            enable_progress_bar=False, enable_model_summary=False,
-                            plugins=[AtomicCheckpointIO()])
+        checkpoint = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="epoch{epoch}",
+            save_top_k=-1,
+            every_n_epochs=1,
+            save_last=True,
+            auto_insert_metric_name=False,
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            logger=False,
+            callbacks=[checkpoint],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+        )
         trainer.fit(module, data)
-        runs[cls.method] = {"module": module.eval(), "run_dir": run_dir,
-                            "checkpoints": sorted((run_dir / "checkpoints").glob("*.ckpt"))}
+        runs[cls.method] = {
+            "module": module.eval(),
+            "run_dir": run_dir,
+            "checkpoints": sorted((run_dir / "checkpoints").glob("*.ckpt")),
+        }
     return runs

@@ -13,4 +13,6 @@ class FailOnRank(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_rank == self.rank and trainer.global_step == self.step:
-            raise RuntimeError(f"injected failure on rank {self.rank} at step {self.step} (pid {os.getpid()})")
+            raise RuntimeError(
+                f"injected failure on rank {self.rank} at step {self.step} (pid {os.getpid()})"
+            )

@@ -18,15 +18,23 @@ def shared_data(name: str) -> Path:
     but fails under ``CI=true``: CI must never skip a learning check silently."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        message = f"this test needs the data set at {path} (the shared CIFAR-10 ImageFolder beside the repository)"
+        message = (
+            f"this test needs the data set at {path} (the shared CIFAR-10 ImageFolder beside the repository)"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true but {message} is missing.")
         pytest.skip(message)
     return path
 
 
-def write_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 4, size: int = 20,
-                       splits=("train", "val"), seed: int = 0) -> Path:
+def write_image_folder(
+    root: Path,
+    classes=("cat", "dog"),
+    per_class: int = 4,
+    size: int = 20,
+    splits=("train", "val"),
+    seed: int = 0,
+) -> Path:
     """``root/<split>/<class>/<i>.png|jpg`` with random RGB images of ``size`` px."""
     rng = np.random.default_rng(seed)
     for split in splits:

@@ -44,7 +44,9 @@ def test_folder_without_images_and_empty_class_folder(tmp_path):
         ImageDataModule("folder", str(tmp_path), num_workers=0).setup()
     write_image_folder(tmp_path / "data", classes=("a",), per_class=1, splits=("train",))
     (tmp_path / "data" / "train" / "empty").mkdir()
-    with pytest.raises(ValueError, match="Class folder '.*empty' contains no images.*Add images or remove the folder"):
+    with pytest.raises(
+        ValueError, match="Class folder '.*empty' contains no images.*Add images or remove the folder"
+    ):
         ImageDataModule("folder", str(tmp_path / "data"), num_workers=0).setup()
 
 
@@ -53,7 +55,9 @@ def test_missing_data_root(tmp_path):
         ImageDataModule("folder", str(tmp_path / "nope"), num_workers=0).setup()
 
 
-@pytest.mark.parametrize("kind", ["16-bit PNG", "CMYK JPEG", "palette PNG", "RGBA PNG", "smaller than the crop"])
+@pytest.mark.parametrize(
+    "kind", ["16-bit PNG", "CMYK JPEG", "palette PNG", "RGBA PNG", "smaller than the crop"]
+)
 def test_unusual_images_load_correctly(tmp_path, kind):
     path = tmp_path / ("x.jpg" if "JPEG" in kind else "x.png")
     if kind == "16-bit PNG":
@@ -99,9 +103,14 @@ def test_infonce_with_batch_size_one():
 
 
 def test_config_key_misspelt(tmp_path):
-    result = subprocess.run(selfsup_command() + ["fit", "-c", str(REPO / "configs/quickstart.yaml"),
-                                                 "--model.init_args.mask_ration=0.5"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        selfsup_command()
+        + ["fit", "-c", str(REPO / "configs/quickstart.yaml"), "--model.init_args.mask_ration=0.5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "mask_ration" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing written
 
@@ -115,7 +124,9 @@ def test_checkpoint_of_another_method_and_architecture(tiny_runs):
     simclr = tiny_runs["simclr"]["run_dir"] / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointError, match="is a simclr checkpoint, but a mae checkpoint was expected"):
         load_encoder(simclr, method="mae")
-    with pytest.raises(CheckpointError, match="holds a vit_tiny_patch16_224 encoder with name=.*but name='vit_base"):
+    with pytest.raises(
+        CheckpointError, match="holds a vit_tiny_patch16_224 encoder with name=.*but name='vit_base"
+    ):
         load_encoder(simclr, name="vit_base_patch16_224")
 
 
@@ -128,7 +139,9 @@ def test_truncated_checkpoint_and_non_checkpoint_file(tiny_runs, tmp_path):
     with pytest.raises(CheckpointError, match="notes.ckpt' is not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "notes.ckpt")
     torch.save({"weights": torch.ones(2)}, tmp_path / "plain.ckpt")
-    with pytest.raises(CheckpointError, match="is not a selfsup training checkpoint .*Pass a checkpoint written by"):
+    with pytest.raises(
+        CheckpointError, match="is not a selfsup training checkpoint .*Pass a checkpoint written by"
+    ):
         load_checkpoint(tmp_path / "plain.ckpt")
 
 
@@ -162,16 +175,29 @@ def test_export_folder_missing_a_file(tiny_runs, tmp_path):
 def test_wrong_number_of_classes_for_a_finetune_head(tmp_path):
     import lightning as L
 
-    module = FineTune("vit_tiny_patch16_224", num_classes=3, img_size=16, patch_size=4, backbone_kwargs={"depth": 1})
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    with pytest.raises(ValueError, match="the data has 10 classes but the classification head has num_classes=3: set"):
+    module = FineTune(
+        "vit_tiny_patch16_224", num_classes=3, img_size=16, patch_size=4, backbone_kwargs={"depth": 1}
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(
+        ValueError, match="the data has 10 classes but the classification head has num_classes=3: set"
+    ):
         trainer.fit(module, ImageDataModule(image_size=16, batch_size=8, num_workers=0, train_subset=16))
 
 
 def test_unknown_finetune_strategy():
     with pytest.raises(ValueError, match="unknown fine-tuning strategy 'qlora'; choose one of linear, full"):
-        FineTune("vit_tiny_patch16_224", strategy="qlora", img_size=16, patch_size=4, backbone_kwargs={"depth": 1})
+        FineTune(
+            "vit_tiny_patch16_224", strategy="qlora", img_size=16, patch_size=4, backbone_kwargs={"depth": 1}
+        )
 
 
 def test_no_torch_load_without_weights_only_and_no_shell_in_the_package():
@@ -184,5 +210,7 @@ def test_no_torch_load_without_weights_only_and_no_shell_in_the_package():
                 assert "weights_only=True" in line, f"{path}: {line.strip()}"
             assert "shell=True" not in line and "os.system(" not in line and "os.popen(" not in line, path
         assert "torch.save(" not in text or path.name == "checkpoint.py", f"{path} writes pickles"
-    exported = (REPO / "selfsup" / "export.py").read_text() + (REPO / "selfsup" / "finetune" / "export.py").read_text()
+    exported = (REPO / "selfsup" / "export.py").read_text() + (
+        REPO / "selfsup" / "finetune" / "export.py"
+    ).read_text()
     assert "safe_serialization=True" in exported and "torch.save" not in exported

@@ -27,15 +27,26 @@ def run(args, cwd, timeout=300):
 
 
 def test_quickstart_fast_dev_run(tmp_path):
-    result = run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.fast_dev_run=true"], tmp_path)
+    result = run(
+        ["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.fast_dev_run=true"], tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "kNN top-1 on the held-out split" in result.stdout
 
 
 def test_short_run_saves_config_last_and_best_checkpoints(tmp_path):
-    result = run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.max_epochs=2",
-                  "--data.init_args.train_subset=256", "--data.init_args.batch_size=64",
-                  "--model.init_args.encoder_kwargs={depth: 1}"], tmp_path)
+    result = run(
+        [
+            "fit",
+            "-c",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--trainer.max_epochs=2",
+            "--data.init_args.train_subset=256",
+            "--data.init_args.batch_size=64",
+            "--model.init_args.encoder_kwargs={depth: 1}",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "quickstart" / "version_0"
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -62,9 +73,18 @@ def test_print_config_resolves_every_section(capsys):
 
 def test_enable_checkpointing_false_also_drops_the_checkpoint_section(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = selfsup_run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.max_steps=1",
-                       "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
-                       "--data.init_args.train_subset=64", "--data.init_args.batch_size=32",
-                       "--model.init_args.encoder_kwargs={depth: 1}"])
+    cli = selfsup_run(
+        [
+            "fit",
+            "-c",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--trainer.max_steps=1",
+            "--trainer.enable_checkpointing=false",
+            "--trainer.callbacks=[]",
+            "--data.init_args.train_subset=64",
+            "--data.init_args.batch_size=32",
+            "--model.init_args.encoder_kwargs={depth: 1}",
+        ]
+    )
     assert cli.trainer.global_step == 1 and cli.trainer.checkpoint_callback is None
     assert not list(tmp_path.rglob("*.ckpt"))

@@ -31,9 +31,19 @@ def test_config_parses_and_resolves(config, capsys):
 def test_cifar_config_runs_one_step_on_a_folder(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4, size=32)
     monkeypatch.chdir(tmp_path)
-    cli = run(["fit", "-c", str(REPO / "configs" / "simclr" / "vit_tiny_cifar10.yaml"), "--trainer.fast_dev_run=true",
-          f"--data.init_args.root={root}", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
-          "--model.init_args.encoder_kwargs={depth: 1}", "--trainer.accelerator=cpu"])
+    cli = run(
+        [
+            "fit",
+            "-c",
+            str(REPO / "configs" / "simclr" / "vit_tiny_cifar10.yaml"),
+            "--trainer.fast_dev_run=true",
+            f"--data.init_args.root={root}",
+            "--data.init_args.batch_size=4",
+            "--data.init_args.num_workers=0",
+            "--model.init_args.encoder_kwargs={depth: 1}",
+            "--trainer.accelerator=cpu",
+        ]
+    )
     assert cli.trainer.global_step == 1
     assert cli.model.image_size == 32 and cli.model.encoder.patch_embed.patch_size == (4, 4)
     assert cli.model.view_augment.config.jitter_strength == 0.5  # the paper's CIFAR value, from the YAML
@@ -52,5 +62,8 @@ def test_fsdp_config_builds_its_strategy_with_block_wrapping_and_checkpointing()
     strategy = parser.instantiate(parser.parse_object({"strategy": raw["trainer"]["strategy"]})).strategy
     assert isinstance(strategy, FSDPStrategy)
     assert strategy._state_dict_type == "full"
-    for policy in (strategy.kwargs["auto_wrap_policy"], strategy._activation_checkpointing_kwargs["auto_wrap_policy"]):
+    for policy in (
+        strategy.kwargs["auto_wrap_policy"],
+        strategy._activation_checkpointing_kwargs["auto_wrap_policy"],
+    ):
         assert policy._module_classes == {Block}

@@ -19,24 +19,47 @@ from selfsup.augment import SimCLRViewConfig
 from selfsup.optim import OptimConfig
 from tests.helpers import REPO, shared_data
 
-IDENTITY = SimCLRViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0, jitter_prob=0.0,
-                            grayscale_prob=0.0, blur_prob=0.0)
+IDENTITY = SimCLRViewConfig(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    hflip_prob=0.0,
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+    blur_prob=0.0,
+)
 
 
 def simclr(**kwargs):
     L.seed_everything(0)
-    return SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 1},
-                  projection_hidden_dim=32, projection_dim=16, projection_batch_norm=False, augment=IDENTITY,
-                  temperature=0.2, optim=OptimConfig(name="sgd", base_lr=0.5, weight_decay=0.0,
-                                                                warmup_epochs=0), **kwargs)
+    return SimCLR(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        encoder_kwargs={"depth": 1},
+        projection_hidden_dim=32,
+        projection_dim=16,
+        projection_batch_norm=False,
+        augment=IDENTITY,
+        temperature=0.2,
+        optim=OptimConfig(name="sgd", base_lr=0.5, weight_decay=0.0, warmup_epochs=0),
+        **kwargs,
+    )
 
 
 def train(module, devices, batch_size, steps, tmp_path):
     L.seed_everything(0)
     data = ImageDataModule(image_size=16, batch_size=batch_size, num_workers=0, train_subset=256)
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-                        max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, data)
     return module
 
@@ -50,8 +73,12 @@ def test_simclr_with_ddp_on_two_processes_equals_one_process_with_the_global_bat
     another order); bound 1e-6."""
     single = train(simclr(), 1, 32, 3, tmp_path / "one")
     distributed = train(simclr(), 2, 16, 3, tmp_path / "two")
-    worst = max((a - b).abs().max().item() for a, b in zip(single.parameters(), distributed.parameters(), strict=True))
-    changed = max((a - b).abs().max().item() for a, b in zip(single.parameters(), simclr().parameters(), strict=True))
+    worst = max(
+        (a - b).abs().max().item() for a, b in zip(single.parameters(), distributed.parameters(), strict=True)
+    )
+    changed = max(
+        (a - b).abs().max().item() for a, b in zip(single.parameters(), simclr().parameters(), strict=True)
+    )
     assert changed > 1e-3  # training moved the weights
     print(f"largest difference {worst:.2e}, largest change {changed:.2e}")
     assert worst < 1e-6, worst
@@ -64,7 +91,9 @@ def test_without_gather_under_ddp_warns_loudly():
         world_size = 2
 
     module._trainer = FakeTrainer()
-    with pytest.warns(UserWarning, match="gather_distributed=False: each sample is contrasted only with its own"):
+    with pytest.warns(
+        UserWarning, match="gather_distributed=False: each sample is contrasted only with its own"
+    ):
         module.on_fit_start()
     module._trainer = None
     assert module.criterion.negatives_per_sample(16) == 30  # logged as train/negatives
@@ -88,12 +117,32 @@ def test_cli_under_torchrun_with_two_processes(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     command = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     result = subprocess.run(
-        command + ["--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "selfsup", "fit",
-                   "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.accelerator=cpu",
-                   "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=3", "--trainer.log_every_n_steps=1",
-                   "--trainer.callbacks=[]", "--data.init_args.train_subset=256", "--data.init_args.batch_size=32",
-                   "--model.init_args.encoder_kwargs={depth: 1}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        command
+        + [
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "selfsup",
+            "fit",
+            "-c",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.max_steps=3",
+            "--trainer.log_every_n_steps=1",
+            "--trainer.callbacks=[]",
+            "--data.init_args.train_subset=256",
+            "--data.init_args.batch_size=32",
+            "--model.init_args.encoder_kwargs={depth: 1}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "quickstart" / "version_0"
@@ -101,7 +150,9 @@ def test_cli_under_torchrun_with_two_processes(tmp_path):
     assert last["global_step"] == 3 and last["selfsup"]["world_size"] == 2
     metrics = (run_dir / "metrics.csv").read_text().splitlines()
     negatives = metrics[0].split(",").index("train/negatives")
-    assert {float(line.split(",")[negatives]) for line in metrics[1:] if line.split(",")[negatives]} == {2 * 32 * 2 - 2}
+    assert {float(line.split(",")[negatives]) for line in metrics[1:] if line.split(",")[negatives]} == {
+        2 * 32 * 2 - 2
+    }
     assert len(last["callbacks"]["ExactResume"]["ranks"]) == 2  # both processes' random states
 
 
@@ -128,11 +179,26 @@ def test_streaming_shards_every_sample_exactly_once_over_two_ranks(tmp_path):
             (subset / split / folder.name).mkdir(parents=True)
             for image in sorted(folder.iterdir())[:per_class]:
                 shutil.copy(image, subset / split / folder.name / image.name)
-    manifest = run(["data", "optimize", str(subset), str(tmp_path / "stream"), "--image_size", "32",
-                    "--num_workers", "1"])
+    manifest = run(
+        [
+            "data",
+            "optimize",
+            str(subset),
+            str(tmp_path / "stream"),
+            "--image_size",
+            "32",
+            "--num_workers",
+            "1",
+        ]
+    )
     assert manifest["splits"] == {"train": 200, "val": 40} and len(manifest["classes"]) == 10
-    mp.start_processes(stream_worker, args=(free_port(), str(tmp_path / "stream"), str(tmp_path)), nprocs=2,
-                       start_method="spawn", join=True)
+    mp.start_processes(
+        stream_worker,
+        args=(free_port(), str(tmp_path / "stream"), str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+        join=True,
+    )
     seen = [torch.load(tmp_path / f"{r}.pt", weights_only=True).tolist() for r in range(2)]
     assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1])  # each rank its own shard
     union = seen[0] + seen[1]

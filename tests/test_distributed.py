@@ -25,7 +25,9 @@ def free_port() -> int:
 
 def inputs(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(100 + rank)
-    return torch.randn(N, D, generator=g, dtype=torch.float64), torch.randn(N, D, generator=g, dtype=torch.float64)
+    return torch.randn(N, D, generator=g, dtype=torch.float64), torch.randn(
+        N, D, generator=g, dtype=torch.float64
+    )
 
 
 def worker(rank: int, port: int, out: str) -> None:
@@ -35,8 +37,17 @@ def worker(rank: int, port: int, out: str) -> None:
         loss = InfoNCELoss(T)(z1, z2)
         loss.backward()
         negatives = InfoNCELoss(T).negatives_per_sample(N)
-        torch.save({"loss": loss.detach(), "g1": z1.grad, "g2": z2.grad, "negatives": negatives,
-                    "world": distributed.world_size(), "rank": distributed.rank()}, f"{out}/{rank}.pt")
+        torch.save(
+            {
+                "loss": loss.detach(),
+                "g1": z1.grad,
+                "g2": z2.grad,
+                "negatives": negatives,
+                "world": distributed.world_size(),
+                "rank": distributed.rank(),
+            },
+            f"{out}/{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

@@ -40,9 +40,19 @@ def test_round_trip_in_plain_timm_without_selfsup(tiny_runs, tmp_path, method):
     save_file({"x": x}, tmp_path / "x.safetensors")
     script = tmp_path / "plain_timm.py"
     script.write_text(PLAIN_TIMM)
-    result = subprocess.run([sys.executable, str(script), str(out), str(tmp_path / "x.safetensors"),
-                             str(tmp_path / "y.safetensors")], capture_output=True, text=True, timeout=120,
-                            cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(out),
+            str(tmp_path / "x.safetensors"),
+            str(tmp_path / "y.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected_pool = "token" if method == "simclr" else "avg"
     assert f"VisionTransformer {expected_pool} (5, 192)" in result.stdout
@@ -61,7 +71,11 @@ def test_export_contents(tiny_runs, tmp_path, method):
     config = json.loads((out / "config.json").read_text())
     assert config["architecture"] == "vit_tiny_patch16_224"
     assert config["model_args"]["img_size"] == [16, 16] and config["model_args"]["patch_size"] == 4
-    assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5] and config["pretrained_cfg"]["input_size"] == [3, 16, 16]
+    assert config["pretrained_cfg"]["mean"] == [0.5, 0.5, 0.5] and config["pretrained_cfg"]["input_size"] == [
+        3,
+        16,
+        16,
+    ]
     assert config["model_args"]["global_pool"] == ("token" if method == "simclr" else "avg")
     meta = json.loads((out / "selfsup.json").read_text())
     assert meta["method"] == method and meta["epochs"] == 2 and meta["data"]["source"] == "digits"
@@ -80,7 +94,9 @@ def test_load_encoder_from_checkpoint_and_export_agree(tiny_runs, tmp_path):
 
 def test_wrong_architecture_method_and_incomplete_folders_are_refused(tiny_runs, tmp_path):
     checkpoint = tiny_runs["simclr"]["run_dir"] / "checkpoints" / "last.ckpt"
-    with pytest.raises(CheckpointError, match=r"last.ckpt.*vit_tiny_patch16_224 encoder with name=.*vit_small"):
+    with pytest.raises(
+        CheckpointError, match=r"last.ckpt.*vit_tiny_patch16_224 encoder with name=.*vit_small"
+    ):
         load_encoder(checkpoint, name="vit_small_patch16_224")
     with pytest.raises(CheckpointError, match="img_size=16, but img_size=32 was expected"):
         load_encoder(checkpoint, img_size=32)
@@ -103,8 +119,19 @@ def test_export_command_adds_probe_scores(tiny_runs, tmp_path, capsys):
     run_dir = tiny_runs["simclr"]["run_dir"]
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     probe_file = tmp_path / "probe.json"
-    probe_file.write_text(json.dumps([{"checkpoint": str(checkpoint), "knn_top1": {"20": 0.5}, "linear_top1": 0.6,
-                                       "linear_top5": 0.9, "pool": "token"}]))
+    probe_file.write_text(
+        json.dumps(
+            [
+                {
+                    "checkpoint": str(checkpoint),
+                    "knn_top1": {"20": 0.5},
+                    "linear_top1": 0.6,
+                    "linear_top5": 0.9,
+                    "pool": "token",
+                }
+            ]
+        )
+    )
     out = run(["export", str(checkpoint), "--out", str(tmp_path / "exp"), "--probe", str(probe_file)])
     assert Path(out).is_dir() and "local-dir:" in capsys.readouterr().out
     meta = json.loads((Path(out) / "selfsup.json").read_text())

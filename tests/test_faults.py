@@ -25,8 +25,15 @@ from tests.test_cli import selfsup_command
 
 def module(**kwargs):
     L.seed_everything(0)
-    return SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 1},
-                  projection_hidden_dim=32, projection_dim=16, **kwargs)
+    return SimCLR(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        encoder_kwargs={"depth": 1},
+        projection_hidden_dim=32,
+        projection_dim=16,
+        **kwargs,
+    )
 
 
 def nan_at(model, steps):
@@ -41,10 +48,19 @@ def nan_at(model, steps):
 
 
 def fit(model, tmp_path, steps=8):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=1, save_last=True, monitor=None)
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, callbacks=[checkpoint, ExactResume()],
-                        plugins=[AtomicCheckpointIO()], enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "checkpoints", every_n_train_steps=1, save_last=True, monitor=None
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        callbacks=[checkpoint, ExactResume()],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, ImageDataModule(image_size=16, batch_size=16, num_workers=0, train_subset=64))
     return trainer
 
@@ -56,7 +72,9 @@ def finite(state_dict):
 def test_nan_loss_stops_training_naming_the_step_and_the_kept_checkpoint(tmp_path):
     model = module()
     nan_at(model, {3})
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 .*Last good checkpoint: '.*last.ckpt' \(kept\)"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at step 3 .*Last good checkpoint: '.*last.ckpt' \(kept\)"
+    ):
         fit(model, tmp_path)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 3 and finite(last["state_dict"])
@@ -87,8 +105,15 @@ def test_a_skipped_step_changes_no_weight(tmp_path):
             snapshots[trainer.global_step] = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
 
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor=None)
-    trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, callbacks=[Snapshot(), checkpoint],
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=3,
+        logger=False,
+        callbacks=[Snapshot(), checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, ImageDataModule(image_size=16, batch_size=16, num_workers=0, train_subset=64))
     assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in snapshots[1])  # step 1 was skipped
     assert not all(torch.equal(snapshots[0][k], snapshots[1][k]) for k in snapshots[0])  # step 0 trained
@@ -106,8 +131,11 @@ def test_full_disk_during_a_checkpoint_save_keeps_the_previous_checkpoint(tmp_pa
         return real_fsync(fd)
 
     monkeypatch.setattr(checkpoint_module.os, "fsync", fsync)
-    with pytest.raises(OSError, match=r"could not write checkpoint '.*' \(No space left on device\); the previous "
-                                      r"file, if any, is unchanged. Free disk space"):
+    with pytest.raises(
+        OSError,
+        match=r"could not write checkpoint '.*' \(No space left on device\); the previous "
+        r"file, if any, is unchanged. Free disk space",
+    ):
         fit(module(), tmp_path)
     monkeypatch.undo()
     checkpoints = tmp_path / "checkpoints"
@@ -144,12 +172,24 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path):
 def test_one_failing_process_ends_the_whole_ddp_job_quickly(tmp_path):
     start = time.monotonic()
     result = subprocess.run(
-        selfsup_command() + ["fit", "-c", str(REPO / "configs/quickstart.yaml"), "--trainer.accelerator=cpu",
-                             "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_steps=50",
-                             "--trainer.callbacks=[{class_path: tests.faulty.FailOnRank, init_args: {rank: 1, step: 2}}]",
-                             "--data.init_args.train_subset=256", "--data.init_args.batch_size=16",
-                             "--model.init_args.encoder_kwargs={depth: 1}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        selfsup_command()
+        + [
+            "fit",
+            "-c",
+            str(REPO / "configs/quickstart.yaml"),
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.max_steps=50",
+            "--trainer.callbacks=[{class_path: tests.faulty.FailOnRank, init_args: {rank: 1, step: 2}}]",
+            "--data.init_args.train_subset=256",
+            "--data.init_args.batch_size=16",
+            "--model.init_args.encoder_kwargs={depth: 1}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
     )
     elapsed = time.monotonic() - start

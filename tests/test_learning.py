@@ -19,8 +19,15 @@ from tests.helpers import shared_data
 def pretrain_and_report(data: ImageDataModule, epochs: int, model: SimCLR) -> dict[str, float]:
     L.seed_everything(0)
     report = KNNReport(k=20, temperature=0.07)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[report])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[report],
+    )
     trainer.fit(model, data)
     return report.results
 
@@ -33,12 +40,19 @@ def cifar_run(tmp_path_factory):
     root = shared_data("cifar10")
     out = tmp_path_factory.mktemp("cifar_run")
     L.seed_everything(0)
-    data = ImageDataModule("folder", str(root), image_size=32, batch_size=256, num_workers=2,
-                           train_subset=4000, val_subset=2000)
-    model = SimCLR("vit_tiny_patch16_224", img_size=32, patch_size=8, encoder_kwargs={"depth": 4},
-                   projection_hidden_dim=512, temperature=0.2,
-                   augment=SimCLRViewConfig(crop_scale=(0.2, 1.0), jitter_strength=0.5, blur_prob=0.0),
-                   optim=OptimConfig(base_lr=2e-3, weight_decay=0.05, warmup_epochs=1))
+    data = ImageDataModule(
+        "folder", str(root), image_size=32, batch_size=256, num_workers=2, train_subset=4000, val_subset=2000
+    )
+    model = SimCLR(
+        "vit_tiny_patch16_224",
+        img_size=32,
+        patch_size=8,
+        encoder_kwargs={"depth": 4},
+        projection_hidden_dim=512,
+        temperature=0.2,
+        augment=SimCLRViewConfig(crop_scale=(0.2, 1.0), jitter_strength=0.5, blur_prob=0.0),
+        optim=OptimConfig(base_lr=2e-3, weight_decay=0.05, warmup_epochs=1),
+    )
 
     class SaveInitial(Callback):
         def on_train_start(self, trainer, pl_module):
@@ -46,9 +60,16 @@ def cifar_run(tmp_path_factory):
 
     report = KNNReport(k=20, temperature=0.07)
     L.seed_everything(0)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[report, SaveInitial()],
-                        plugins=[AtomicCheckpointIO()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[report, SaveInitial()],
+        plugins=[AtomicCheckpointIO()],
+    )
     trainer.fit(model, data)
     trainer.save_checkpoint(out / "trained.ckpt")
     return report.results, out
@@ -77,8 +98,11 @@ def test_linear_probe_of_the_pretrained_encoder_beats_random_init_on_cifar10(cif
     +2.6 / +2.8 / +2.1 points). Required: pretrained above random init by 1.0 point. The probe's
     kNN (k=20) must also reproduce the KNNReport of the run: two code paths, one number."""
     knn_report, run_dir = cifar_run
-    init, trained = probe([run_dir / "init.ckpt", run_dir / "trained.ckpt"], out=tmp_path / "probe",
-                          cache_dir=tmp_path / "cache")
+    init, trained = probe(
+        [run_dir / "init.ckpt", run_dir / "trained.ckpt"],
+        out=tmp_path / "probe",
+        cache_dir=tmp_path / "cache",
+    )
     assert init.epoch == 0 and trained.epoch == 4
     assert abs(init.knn_top1[20] - knn_report["top1_init"]) < 1e-6
     assert abs(trained.knn_top1[20] - knn_report["top1_trained"]) < 1e-6
@@ -95,10 +119,17 @@ def test_simclr_learns_on_embedded_digits():
     """
     L.seed_everything(0)
     data = ImageDataModule("digits", image_size=16, batch_size=128, num_workers=0)
-    model = SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 4},
-                   projection_hidden_dim=512, temperature=0.2,
-                   augment=SimCLRViewConfig(crop_scale=(0.3, 1.0), hflip_prob=0.0, jitter_strength=0.5,
-                                            grayscale_prob=0.0, blur_prob=0.0),
-                   optim=OptimConfig(base_lr=1e-3, weight_decay=0.05, warmup_epochs=1))
+    model = SimCLR(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        encoder_kwargs={"depth": 4},
+        projection_hidden_dim=512,
+        temperature=0.2,
+        augment=SimCLRViewConfig(
+            crop_scale=(0.3, 1.0), hflip_prob=0.0, jitter_strength=0.5, grayscale_prob=0.0, blur_prob=0.0
+        ),
+        optim=OptimConfig(base_lr=1e-3, weight_decay=0.05, warmup_epochs=1),
+    )
     results = pretrain_and_report(data, 6, model)
     assert results["top1_trained"] >= results["top1_init"] + 0.15, results

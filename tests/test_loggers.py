@@ -9,15 +9,28 @@ from selfsup.cli import run
 from selfsup.loggers import WandbLogger, wandb_credentials
 from tests.helpers import REPO
 
-ARGS = ["fit", "-c", str(REPO / "configs/quickstart.yaml"), "--trainer.max_steps=2", "--trainer.callbacks=[]",
-        "--trainer.log_every_n_steps=1", "--data.init_args.train_subset=64", "--data.init_args.batch_size=32",
-        "--model.init_args.encoder_kwargs={depth: 1}"]
+ARGS = [
+    "fit",
+    "-c",
+    str(REPO / "configs/quickstart.yaml"),
+    "--trainer.max_steps=2",
+    "--trainer.callbacks=[]",
+    "--trainer.log_every_n_steps=1",
+    "--data.init_args.train_subset=64",
+    "--data.init_args.batch_size=32",
+    "--model.init_args.encoder_kwargs={depth: 1}",
+]
 
 
 def test_tensorboard_logger_from_the_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cli = run(ARGS + ["--trainer.logger={class_path: lightning.pytorch.loggers.TensorBoardLogger, "
-                      "init_args: {save_dir: runs, name: tb}}"])
+    cli = run(
+        ARGS
+        + [
+            "--trainer.logger={class_path: lightning.pytorch.loggers.TensorBoardLogger, "
+            "init_args: {save_dir: runs, name: tb}}"
+        ]
+    )
     assert cli.trainer.global_step == 2
     events = list((tmp_path / "runs" / "tb").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
@@ -32,8 +45,13 @@ def test_wandb_goes_offline_without_credentials_and_keeps_the_run(tmp_path, monk
     monkeypatch.setenv("WANDB_SILENT", "true")
     assert not wandb_credentials()
     start = time.monotonic()
-    cli = run(ARGS + ["--trainer.logger={class_path: selfsup.loggers.WandbLogger, "
-                      "init_args: {save_dir: runs, project: selfsup-test, name: offline-check}}"])
+    cli = run(
+        ARGS
+        + [
+            "--trainer.logger={class_path: selfsup.loggers.WandbLogger, "
+            "init_args: {save_dir: runs, project: selfsup-test, name: offline-check}}"
+        ]
+    )
     assert time.monotonic() - start < 120
     assert cli.trainer.global_step == 2 and cli.trainer.logger._offline
     runs = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))

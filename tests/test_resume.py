@@ -12,10 +12,19 @@ import torch
 from tests.helpers import REPO
 from tests.test_cli import selfsup_command
 
-ARGS = ["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.max_steps=20", "--trainer.callbacks=[]",
-        "--trainer.log_every_n_steps=1", "--data.init_args.train_subset=192", "--data.init_args.batch_size=32",
-        "--model.init_args.encoder_kwargs={depth: 1}", "--checkpoint.every_n_train_steps=1",
-        "--checkpoint.monitor=null"]
+ARGS = [
+    "fit",
+    "-c",
+    str(REPO / "configs" / "quickstart.yaml"),
+    "--trainer.max_steps=20",
+    "--trainer.callbacks=[]",
+    "--trainer.log_every_n_steps=1",
+    "--data.init_args.train_subset=192",
+    "--data.init_args.batch_size=32",
+    "--model.init_args.encoder_kwargs={depth: 1}",
+    "--checkpoint.every_n_train_steps=1",
+    "--checkpoint.monitor=null",
+]
 
 
 def last_step(path) -> int:
@@ -38,15 +47,20 @@ def assert_same_training_state(final, expected):
     assert final["global_step"] == expected["global_step"] == 20
     for name, value in expected["state_dict"].items():
         assert torch.equal(final["state_dict"][name], value), name
-    for a, b in zip(final["optimizer_states"][0]["state"].values(), expected["optimizer_states"][0]["state"].values(),
-                    strict=True):
+    for a, b in zip(
+        final["optimizer_states"][0]["state"].values(),
+        expected["optimizer_states"][0]["state"].values(),
+        strict=True,
+    ):
         assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
 
 
 def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_path, reference):
     work = _mkdir(tmp_path / "killed")
     last = work / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(selfsup_command() + ARGS, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        selfsup_command() + ARGS, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 240
     while last_step(last) < 8 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -55,8 +69,13 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_pat
     killed_at = last_step(last)
     assert 8 <= killed_at < 20, f"killed at step {killed_at}: the run was not interrupted mid-training"
 
-    resumed = subprocess.run(selfsup_command() + ARGS + ["--ckpt_path", "last"], cwd=work, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        selfsup_command() + ARGS + ["--ckpt_path", "last"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from runs/quickstart/version_0/checkpoints/last.ckpt" in resumed.stdout
 
@@ -68,8 +87,9 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_pat
 
 def test_sigterm_saves_a_resumable_checkpoint_and_exits_cleanly(tmp_path, reference):
     last = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(selfsup_command() + ARGS, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        selfsup_command() + ARGS, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 240
     while last_step(last) < 9 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -81,8 +101,13 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_cleanly(tmp_path, refere
     assert "stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last" in stderr
     stopped_at = last_step(last)
     assert 9 <= stopped_at < 20
-    resumed = subprocess.run(selfsup_command() + ARGS + ["--ckpt_path", "last"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        selfsup_command() + ARGS + ["--ckpt_path", "last"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     final = torch.load(tmp_path / "runs/quickstart/version_1/checkpoints/last.ckpt", weights_only=True)
     assert_same_training_state(final, reference)

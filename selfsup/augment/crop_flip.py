@@ -37,13 +37,20 @@ class CropFlipAugment(nn.Module):
     """``[B, 3, H, W]`` uint8 → one ``[B, 3, size, size]`` float32 view: cropped, flipped, normalised,
     with per-sample parameters."""
 
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], config: CropFlipConfig | None = None,
-                 resample: str = "BILINEAR") -> None:
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        config: CropFlipConfig | None = None,
+        resample: str = "BILINEAR",
+    ) -> None:
         super().__init__()
         self.config = config or CropFlipConfig()
         self.view = nn.Sequential(
-            K.RandomResizedCrop((size, size), scale=self.config.crop_scale, ratio=self.config.crop_ratio,
-                                resample=resample),
+            K.RandomResizedCrop(
+                (size, size), scale=self.config.crop_scale, ratio=self.config.crop_ratio, resample=resample
+            ),
             K.RandomHorizontalFlip(p=self.config.hflip_prob),
         )
         self.normalize = Normalize(mean, std)

@@ -17,8 +17,9 @@ class SegmentationAugment(nn.Module):
     """Images ``[B, 3, H, W]`` uint8 and masks ``[B, H, W]`` int64 → the same crop and flip applied to
     both (bilinear for images, nearest for masks); images normalised."""
 
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float],
-                 config: CropFlipConfig | None = None) -> None:
+    def __init__(
+        self, size: int, mean: Sequence[float], std: Sequence[float], config: CropFlipConfig | None = None
+    ) -> None:
         super().__init__()
         self.config = config or CropFlipConfig(crop_scale=(0.5, 1.0))
         self.view = K.AugmentationSequential(

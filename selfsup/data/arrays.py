@@ -54,8 +54,9 @@ def digits_split(split: str, size: int, test_fraction: float = 0.2, seed: int = 
     digits = load_digits()
     pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 grey levels → 0..255
     indices = np.arange(len(pixels))
-    train_idx, test_idx = train_test_split(indices, test_size=test_fraction, stratify=digits.target,
-                                           random_state=seed)
+    train_idx, test_idx = train_test_split(
+        indices, test_size=test_fraction, stratify=digits.target, random_state=seed
+    )
     idx = np.sort(train_idx if split == "train" else test_idx)
     images = torch.from_numpy(pixels[idx]).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
     labels = torch.from_numpy(digits.target[idx])
@@ -69,8 +70,14 @@ def _missing(source: str, root: Path, err: Exception) -> FileNotFoundError:
     )
 
 
-def torchvision_split(source: str, root: str | os.PathLike, split: str, size: int,
-                      download: bool = False, stl10_unlabeled: bool = True) -> ArrayDataset:
+def torchvision_split(
+    source: str,
+    root: str | os.PathLike,
+    split: str,
+    size: int,
+    download: bool = False,
+    stl10_unlabeled: bool = True,
+) -> ArrayDataset:
     """CIFAR-10, CIFAR-100 or STL-10 from torchvision's files under ``root``.
 
     ``split`` is ``train`` or ``val`` (the official test set). For STL-10 the training split adds the
@@ -88,8 +95,12 @@ def torchvision_split(source: str, root: str | os.PathLike, split: str, size: in
         if source == "stl10":
             splits = ("train+unlabeled" if stl10_unlabeled else "train") if split == "train" else "test"
             ds = datasets.STL10(str(root), split=splits, download=download)
-            return ArrayDataset(torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64)), size,
-                                classes=list(ds.classes))
+            return ArrayDataset(
+                torch.from_numpy(ds.data),
+                torch.from_numpy(ds.labels.astype(np.int64)),
+                size,
+                classes=list(ds.classes),
+            )
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise _missing(source, root, err) from None
     raise ValueError(f"unknown torchvision source {source!r}; choose one of {TORCHVISION_SOURCES}.")

@@ -67,7 +67,9 @@ class ImageDataModule(L.LightningDataModule):
                 f"unknown data source {source!r}; choose digits, folder, cifar10, cifar100, stl10 or streaming."
             )
         if source == "streaming" and (train_subset or val_subset):
-            raise ValueError("train_subset / val_subset do not apply to streaming data: optimise a smaller folder.")
+            raise ValueError(
+                "train_subset / val_subset do not apply to streaming data: optimise a smaller folder."
+            )
         if source != "digits" and not root:
             raise ValueError(f"data.source={source!r} needs data.root (the folder holding the data).")
         if image_size < 1 or batch_size < 1 or num_workers < 0:
@@ -124,9 +126,14 @@ class ImageDataModule(L.LightningDataModule):
             return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
 
         return ResumableDataLoader(
-            self.train_set, sampler, batches_done, batch_size=self.batch_size,
+            self.train_set,
+            sampler,
+            batches_done,
+            batch_size=self.batch_size,
             drop_last=len(self.train_set) // sampler.num_replicas >= self.batch_size,
-            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
         )
 
     def val_dataloader(self) -> DataLoader | list:
@@ -137,13 +144,17 @@ class ImageDataModule(L.LightningDataModule):
             return self._streaming_loader(self.val_set, drop_last=False)
         return self._loader(self.val_set, shuffle=False)
 
-    def eval_dataloader(self, split: Split, batch_size: int | None = None, max_samples: int | None = None) -> DataLoader:
+    def eval_dataloader(
+        self, split: Split, batch_size: int | None = None, max_samples: int | None = None
+    ) -> DataLoader:
         """Unshuffled, complete (no dropped batch) loader of a split, for feature extraction;
         ``max_samples`` takes a fixed random subset of the split."""
         self.setup()
         dataset = self.train_set if split == "train" else self.val_set
         if dataset is None:
-            raise ValueError(f"the {self.source} data at '{self.root}' has no held-out split. Expected layout: {LAYOUT}.")
+            raise ValueError(
+                f"the {self.source} data at '{self.root}' has no held-out split. Expected layout: {LAYOUT}."
+            )
         if self.source == "streaming":
             return self._streaming_loader(dataset, drop_last=False, batch_size=batch_size)
         return self._loader(self._subset(dataset, max_samples), shuffle=False, batch_size=batch_size)
@@ -161,8 +172,13 @@ class ImageDataModule(L.LightningDataModule):
         if self.source == "digits":
             dataset = digits_split(split, size)
         elif self.source == "streaming":
-            dataset = streaming_dataset(self.root, split, size, shuffle=split == "train",
-                                        seed=int(os.environ.get("PL_GLOBAL_SEED", 0)))
+            dataset = streaming_dataset(
+                self.root,
+                split,
+                size,
+                shuffle=split == "train",
+                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            )
             if dataset is None:
                 if split == "train":
                     raise FileNotFoundError(f"'{self.root}' has no optimised 'train' split.")
@@ -177,14 +193,15 @@ class ImageDataModule(L.LightningDataModule):
             split_dir = find_split_dir(root, split)
             if split_dir is None:
                 if split == "train":
-                    raise FileNotFoundError(
-                        f"'{root}' has no 'train' folder. Expected layout: {LAYOUT}."
-                    )
+                    raise FileNotFoundError(f"'{root}' has no 'train' folder. Expected layout: {LAYOUT}.")
                 return None
-            dataset = ImageFolderDataset(split_dir, size, classes=self.classes or None,
-                                         skip_corrupt=self.skip_corrupt)
+            dataset = ImageFolderDataset(
+                split_dir, size, classes=self.classes or None, skip_corrupt=self.skip_corrupt
+            )
         else:
-            dataset = torchvision_split(self.source, self.root, split, size, stl10_unlabeled=self.stl10_unlabeled)
+            dataset = torchvision_split(
+                self.source, self.root, split, size, stl10_unlabeled=self.stl10_unlabeled
+            )
         if split == "train":
             self.classes = list(dataset.classes)
         return dataset
@@ -199,11 +216,17 @@ class ImageDataModule(L.LightningDataModule):
     def _streaming_loader(self, dataset, drop_last: bool, batch_size: int | None = None):
         from litdata import StreamingDataLoader
 
-        return StreamingDataLoader(dataset, batch_size=batch_size or self.batch_size, num_workers=self.num_workers,
-                                   drop_last=drop_last, pin_memory=self.pin_memory)
+        return StreamingDataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            num_workers=self.num_workers,
+            drop_last=drop_last,
+            pin_memory=self.pin_memory,
+        )
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False,
-                batch_size: int | None = None) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, shuffle: bool, drop_last: bool = False, batch_size: int | None = None
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,

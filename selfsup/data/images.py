@@ -80,9 +80,15 @@ def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
         if min(h, w) != size:
             scale = size / min(h, w)
             new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-            x = F.interpolate(x.float(), size=(new_h, new_w), mode="bicubic", antialias=scale < 1,
-                              align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+            x = (
+                F.interpolate(
+                    x.float(), size=(new_h, new_w), mode="bicubic", antialias=scale < 1, align_corners=False
+                )
+                .round_()
+                .clamp_(0, 255)
+                .to(torch.uint8)
+            )
             h, w = new_h, new_w
         top, left = (h - size) // 2, (w - size) // 2
-        x = x[..., top:top + size, left:left + size].contiguous()
+        x = x[..., top : top + size, left : left + size].contiguous()
     return x if batched else x[0]

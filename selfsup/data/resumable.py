@@ -24,10 +24,18 @@ from torch.utils.data.distributed import DistributedSampler
 class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` (also for one process) whose epoch can start at ``start`` samples."""
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = True) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=drop_last)
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
         self._resume_epoch: int | None = None
         self._resume_samples = 0
 
@@ -38,7 +46,7 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
         if self._resume_epoch == self.epoch:
-            indices = indices[self._resume_samples:]
+            indices = indices[self._resume_samples :]
         self._resume_epoch, self._resume_samples = None, 0
         return iter(indices)
 
@@ -50,9 +58,12 @@ class ResumableDataLoader(DataLoader):
     module reads it from the trainer).
     """
 
-    def __init__(self, dataset: Dataset, sampler: ResumableSampler, batches_done: Callable[[], int],
-                 **kwargs: Any) -> None:
-        super().__init__(dataset, sampler=sampler, generator=torch.Generator().manual_seed(sampler.seed), **kwargs)
+    def __init__(
+        self, dataset: Dataset, sampler: ResumableSampler, batches_done: Callable[[], int], **kwargs: Any
+    ) -> None:
+        super().__init__(
+            dataset, sampler=sampler, generator=torch.Generator().manual_seed(sampler.seed), **kwargs
+        )
         self._batches_done = batches_done
 
     def state_dict(self) -> dict[str, int]:

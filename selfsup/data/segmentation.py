@@ -28,7 +28,9 @@ def load_mask(path: str | os.PathLike, size: int) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             if img.mode not in ("L", "P", "I", "I;16"):
-                raise ImageDecodeError(path, f"a mask must be single-channel class indices, got mode {img.mode}")
+                raise ImageDecodeError(
+                    path, f"a mask must be single-channel class indices, got mode {img.mode}"
+                )
             arr = np.array(img, dtype=np.int64)
     except ImageDecodeError:
         raise
@@ -40,7 +42,7 @@ def load_mask(path: str | os.PathLike, size: int) -> torch.Tensor:
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
     mask = F.interpolate(mask, size=(new_h, new_w), mode="nearest")[0, 0].long()
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    return mask[top:top + size, left:left + size].contiguous()
+    return mask[top : top + size, left : left + size].contiguous()
 
 
 class SegmentationFolder(Dataset):
@@ -48,7 +50,9 @@ class SegmentationFolder(Dataset):
         split_dir = Path(split_dir)
         images, masks = split_dir / "images", split_dir / "masks"
         if not images.is_dir() or not masks.is_dir():
-            raise FileNotFoundError(f"'{split_dir}' needs 'images' and 'masks' folders. Expected layout: {SEG_LAYOUT}.")
+            raise FileNotFoundError(
+                f"'{split_dir}' needs 'images' and 'masks' folders. Expected layout: {SEG_LAYOUT}."
+            )
         files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise ValueError(f"'{images}' contains no images. Expected layout: {SEG_LAYOUT}.")
@@ -56,7 +60,9 @@ class SegmentationFolder(Dataset):
         for image in files:
             mask = masks / f"{image.stem}.png"
             if not mask.is_file():
-                raise FileNotFoundError(f"image '{image}' has no mask '{mask}'. Expected layout: {SEG_LAYOUT}.")
+                raise FileNotFoundError(
+                    f"image '{image}' has no mask '{mask}'. Expected layout: {SEG_LAYOUT}."
+                )
             self.samples.append((image, mask))
         self.size = size
 
@@ -79,8 +85,15 @@ class SegmentationDataModule(L.LightningDataModule):
         ignore_index: mask value of unlabelled pixels.
     """
 
-    def __init__(self, root: str, num_classes: int, image_size: int = 32, batch_size: int = 8,
-                 num_workers: int = 2, ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        root: str,
+        num_classes: int,
+        image_size: int = 32,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        ignore_index: int = 255,
+    ) -> None:
         super().__init__()
         if not Path(root).is_dir():
             raise FileNotFoundError(f"Data root '{root}' does not exist. Expected layout: {SEG_LAYOUT}.")
@@ -99,14 +112,22 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.train_set is None:
             train_dir = find_split_dir(self.root, "train")
             if train_dir is None:
-                raise FileNotFoundError(f"'{self.root}' has no 'train' folder. Expected layout: {SEG_LAYOUT}.")
+                raise FileNotFoundError(
+                    f"'{self.root}' has no 'train' folder. Expected layout: {SEG_LAYOUT}."
+                )
             self.train_set = SegmentationFolder(train_dir, self.image_size)
             val_dir = find_split_dir(self.root, "val")
             self.val_set = SegmentationFolder(val_dir, self.image_size) if val_dir else None
 
     def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -47,8 +47,15 @@ class _Encoder:
         return {"index": index, "label": label, "image": data}
 
 
-def optimize_folder(src: str | os.PathLike, dst: str | os.PathLike, image_size: int, num_workers: int = 2,
-                    fmt: Format = "raw", quality: int = 95, chunk_bytes: str = "64MB") -> dict[str, Any]:
+def optimize_folder(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    image_size: int,
+    num_workers: int = 2,
+    fmt: Format = "raw",
+    quality: int = 95,
+    chunk_bytes: str = "64MB",
+) -> dict[str, Any]:
     """Write ``src`` (an ImageFolder) as LitData chunks under ``dst``; returns the manifest."""
     import litdata
 
@@ -67,9 +74,15 @@ def optimize_folder(src: str | os.PathLike, dst: str | os.PathLike, image_size: 
             continue
         classes, samples = scan_folder(split_dir, classes)
         inputs = [(i, path, label) for i, (path, label) in enumerate(samples)]
-        litdata.optimize(fn=_Encoder(image_size, fmt, quality), inputs=inputs, output_dir=str(dst / split),
-                         chunk_bytes=chunk_bytes, num_workers=max(1, num_workers), verbose=False,
-                         reorder_files=False)
+        litdata.optimize(
+            fn=_Encoder(image_size, fmt, quality),
+            inputs=inputs,
+            output_dir=str(dst / split),
+            chunk_bytes=chunk_bytes,
+            num_workers=max(1, num_workers),
+            verbose=False,
+            reorder_files=False,
+        )
         manifest["splits"][split] = len(samples)
     manifest["classes"] = classes
     (dst / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -100,7 +113,11 @@ class StreamedImages:
         data = item["image"]
         if self.fmt == "jpeg":
             with Image.open(io.BytesIO(np.asarray(data).tobytes())) as img:
-                image = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+                image = (
+                    torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8))
+                    .permute(2, 0, 1)
+                    .contiguous()
+                )
         else:
             image = torch.as_tensor(np.asarray(data))
         if self.size != self.stored_size:
@@ -110,8 +127,9 @@ class StreamedImages:
         return image, int(item["label"])
 
 
-def streaming_dataset(root: str, split: str, image_size: int, shuffle: bool, seed: int = 0,
-                      drop_last: bool | None = None):
+def streaming_dataset(
+    root: str, split: str, image_size: int, shuffle: bool, seed: int = 0, drop_last: bool | None = None
+):
     """A LitData ``StreamingDataset`` of one split yielding ``(uint8 image, label)``, sharded across the
     processes of the job and the workers of each DataLoader."""
     import litdata
@@ -120,6 +138,9 @@ def streaming_dataset(root: str, split: str, image_size: int, shuffle: bool, see
     if split not in manifest["splits"]:
         return None
     return litdata.StreamingDataset(
-        f"{root.rstrip('/')}/{split}", shuffle=shuffle, seed=seed, drop_last=drop_last,
+        f"{root.rstrip('/')}/{split}",
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
         transform=StreamedImages(manifest["format"], image_size, manifest["image_size"]),
     )

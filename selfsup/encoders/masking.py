@@ -25,8 +25,13 @@ def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
-def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 3,
-               height: int | None = None, width: int | None = None) -> torch.Tensor:
+def unpatchify(
+    patches: torch.Tensor,
+    patch_size: int,
+    channels: int = 3,
+    height: int | None = None,
+    width: int | None = None,
+) -> torch.Tensor:
     """``[B, L, p * p * C]`` → ``[B, C, H, W]``, the inverse of :func:`patchify`. Without ``height``
     and ``width`` the patch grid is square."""
     b, length, dim = patches.shape
@@ -34,7 +39,7 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int = 3,
     if dim != p * p * channels:
         raise ValueError(f"patch dimension {dim} is not patch_size^2 * channels = {p * p * channels}.")
     if height is None or width is None:
-        side = round(length ** 0.5)
+        side = round(length**0.5)
         if side * side != length:
             raise ValueError(f"{length} patches do not form a square grid: pass height and width.")
         gh = gw = side
@@ -61,7 +66,9 @@ class Masked(NamedTuple):
     ids_keep: torch.Tensor  # [B, K] original positions of the kept tokens
 
 
-def random_masking(tokens: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> Masked:
+def random_masking(
+    tokens: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+) -> Masked:
     """Keep a uniformly random subset of ``round(L * (1 - mask_ratio))`` tokens per sample.
 
     Each sample draws its own noise, so samples get different masks. With ``generator`` (on the

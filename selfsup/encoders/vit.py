@@ -98,7 +98,9 @@ def encoder_spec(encoder: VisionTransformer) -> dict[str, Any]:
     ``{"name": ..., "img_size": ..., "patch_size": ..., "model_args": {...}}``; the model arguments
     are the ones timm recorded at construction.
     """
-    args = {k: v for k, v in get_model_args(encoder).items() if k not in ("num_classes", "pretrained_cfg_overlay")}
+    args = {
+        k: v for k, v in get_model_args(encoder).items() if k not in ("num_classes", "pretrained_cfg_overlay")
+    }
     args.pop("img_size", None)
     args.pop("patch_size", None)
     args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
@@ -112,7 +114,9 @@ def encoder_spec(encoder: VisionTransformer) -> dict[str, Any]:
 
 def encoder_from_spec(spec: dict[str, Any]) -> VisionTransformer:
     """Inverse of :func:`encoder_spec`."""
-    return create_encoder(spec["name"], img_size=spec["img_size"], patch_size=spec["patch_size"], **spec["model_args"])
+    return create_encoder(
+        spec["name"], img_size=spec["img_size"], patch_size=spec["patch_size"], **spec["model_args"]
+    )
 
 
 def data_config(encoder: VisionTransformer) -> dict[str, Any]:
@@ -146,13 +150,17 @@ def pooled_features(encoder: VisionTransformer, images: torch.Tensor, pool: Pool
     return encoder.pool(encoder.forward_features(images), pool_type=pool)
 
 
-def embed_tokens(encoder: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+def embed_tokens(
+    encoder: VisionTransformer, images: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``(prefix tokens [B, P, D] or None, patch tokens [B, L, D])``, both with their position
     embeddings added: the input of the transformer blocks before concatenation. Built from timm's
     public pieces (``patch_embed``, ``pos_embed``, ``cls_token`` / ``reg_token``)."""
     if encoder.pos_embed is None or getattr(encoder, "dynamic_img_size", False):
-        raise ValueError("this needs a ViT with a fixed learned position embedding (no dynamic_img_size, "
-                         "pos_embed present).")
+        raise ValueError(
+            "this needs a ViT with a fixed learned position embedding (no dynamic_img_size, "
+            "pos_embed present)."
+        )
     prefix = encoder.num_prefix_tokens
     x = encoder.patch_embed(images)  # [B, L, D]
     pos = encoder.pos_embed

@@ -16,17 +16,37 @@ from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 
 
-def encoder_knn_top1(module, datamodule, k: int, temperature: float, pool: str, encoder=None,
-                     description: str | None = None, max_train_samples: int | None = None) -> float:
+def encoder_knn_top1(
+    module,
+    datamodule,
+    k: int,
+    temperature: float,
+    pool: str,
+    encoder=None,
+    description: str | None = None,
+    max_train_samples: int | None = None,
+) -> float:
     """kNN top-1 of ``encoder`` (default: the module's): bank = training split (or ``max_train_samples``
     of it), queries = held-out split."""
     encoder = encoder if encoder is not None else module.encoder
     bank_loader = datamodule.eval_dataloader("train", max_samples=max_train_samples)
-    bank, bank_labels = extract_features(encoder, bank_loader, module.normalize, pool,
-                                         description=description and f"{description}: train features")
-    query, query_labels = extract_features(encoder, datamodule.eval_dataloader("val"), module.normalize, pool,
-                                           description=description and f"{description}: held-out features")
-    return knn_accuracy(bank, bank_labels, query, query_labels, k, temperature, num_classes=datamodule.num_classes)
+    bank, bank_labels = extract_features(
+        encoder,
+        bank_loader,
+        module.normalize,
+        pool,
+        description=description and f"{description}: train features",
+    )
+    query, query_labels = extract_features(
+        encoder,
+        datamodule.eval_dataloader("val"),
+        module.normalize,
+        pool,
+        description=description and f"{description}: held-out features",
+    )
+    return knn_accuracy(
+        bank, bank_labels, query, query_labels, k, temperature, num_classes=datamodule.num_classes
+    )
 
 
 class KNNReport(Callback):
@@ -50,7 +70,9 @@ class KNNReport(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # runs before a checkpoint is restored: these are the weights training started from
         if stage == "fit" and self.initial_state is None:
-            self.initial_state = {k: v.detach().cpu().clone() for k, v in pl_module.encoder.state_dict().items()}
+            self.initial_state = {
+                k: v.detach().cpu().clone() for k, v in pl_module.encoder.state_dict().items()
+            }
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self.initial_state is None or trainer.datamodule is None:
@@ -59,22 +81,45 @@ class KNNReport(Callback):
         initial = copy.deepcopy(pl_module.encoder)
         initial.load_state_dict(self.initial_state)
         self.results = {
-            "top1_init": encoder_knn_top1(pl_module, trainer.datamodule, self.k, self.temperature, pool, initial,
-                                          description="kNN (initial encoder)"),
-            "top1_trained": encoder_knn_top1(pl_module, trainer.datamodule, self.k, self.temperature, pool,
-                                             description="kNN (trained encoder)"),
+            "top1_init": encoder_knn_top1(
+                pl_module,
+                trainer.datamodule,
+                self.k,
+                self.temperature,
+                pool,
+                initial,
+                description="kNN (initial encoder)",
+            ),
+            "top1_trained": encoder_knn_top1(
+                pl_module,
+                trainer.datamodule,
+                self.k,
+                self.temperature,
+                pool,
+                description="kNN (trained encoder)",
+            ),
         }
-        table = Table(title=f"kNN top-1 on the held-out split (k={self.k}, T={self.temperature}, pool={pool})")
+        table = Table(
+            title=f"kNN top-1 on the held-out split (k={self.k}, T={self.temperature}, pool={pool})"
+        )
         table.add_column("encoder")
         table.add_column("top-1 %", justify="right")
         table.add_row("random init", f"{100 * self.results['top1_init']:.2f}")
-        table.add_row(f"pretrained ({trainer.current_epoch} epochs, {trainer.global_step} steps)",
-                      f"{100 * self.results['top1_trained']:.2f}")
+        table.add_row(
+            f"pretrained ({trainer.current_epoch} epochs, {trainer.global_step} steps)",
+            f"{100 * self.results['top1_trained']:.2f}",
+        )
         Console().print(table)
         for logger in trainer.loggers:
             logger.log_metrics({f"knn/{k}": v for k, v in self.results.items()}, step=trainer.global_step)
         if trainer.log_dir:
-            report = dict(self.results, k=self.k, temperature=self.temperature, pool=pool,
-                          epochs=trainer.current_epoch, steps=trainer.global_step)
+            report = dict(
+                self.results,
+                k=self.k,
+                temperature=self.temperature,
+                pool=pool,
+                epochs=trainer.current_epoch,
+                steps=trainer.global_step,
+            )
             Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
             (Path(trainer.log_dir) / "knn_report.json").write_text(json.dumps(report, indent=2))

@@ -32,8 +32,13 @@ def extract_features(
     progress = None
     if description:
         total = len(loader) if hasattr(loader, "__len__") else None
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), transient=True)
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
         task = progress.add_task(description, total=total)
         progress.start()
     try:

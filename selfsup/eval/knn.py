@@ -37,7 +37,7 @@ def knn_scores(
     k = min(k, len(bank))
     scores = []
     for start in range(0, len(test_features), chunk_size):
-        query = F.normalize(test_features[start:start + chunk_size].float(), dim=1)
+        query = F.normalize(test_features[start : start + chunk_size].float(), dim=1)
         sims, idx = (query @ bank.T).topk(k, dim=1)
         weights = (sims / temperature).exp()
         votes = torch.zeros(len(query), num_classes, device=query.device)

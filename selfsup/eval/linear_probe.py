@@ -61,7 +61,7 @@ def train_linear_probe(
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(device)
         for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             loss = F.cross_entropy(linear(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -70,7 +70,9 @@ def train_linear_probe(
     return LinearProbe(linear.eval(), mean, std)
 
 
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+def topk_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+) -> dict[int, float]:
     """Top-k accuracies (0..1) over the samples with a label >= 0."""
     keep = labels >= 0
     logits, labels = logits[keep], labels[keep].to(logits.device)

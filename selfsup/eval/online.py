@@ -55,8 +55,9 @@ class OnlineLinearProbe(Callback):
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         views, labels = batch[0], batch[1]
         features = outputs.get("features") if isinstance(outputs, dict) else None
         if features is None:
@@ -75,10 +76,23 @@ class OnlineLinearProbe(Callback):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        top1 = (logits.argmax(1) == labels)[labelled].float().mean() if labelled.any() else logits.new_tensor(0.0)
+        top1 = (
+            (logits.argmax(1) == labels)[labelled].float().mean()
+            if labelled.any()
+            else logits.new_tensor(0.0)
+        )
         batch_size = int(labelled.sum())
-        pl_module.log("probe/train_loss", loss.detach(), on_step=True, on_epoch=True, batch_size=max(1, batch_size))
-        pl_module.log("probe/train_top1", top1, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(1, batch_size))
+        pl_module.log(
+            "probe/train_loss", loss.detach(), on_step=True, on_epoch=True, batch_size=max(1, batch_size)
+        )
+        pl_module.log(
+            "probe/train_top1",
+            top1,
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=max(1, batch_size),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         if self.head is None:
@@ -108,8 +122,14 @@ class KNNMonitor(Callback):
         max_train_samples: a fixed random subset of the training split as the bank (None: all).
     """
 
-    def __init__(self, every_n_epochs: int = 1, k: int = 20, temperature: float = 0.07, pool: str | None = None,
-                 max_train_samples: int | None = None) -> None:
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        k: int = 20,
+        temperature: float = 0.07,
+        pool: str | None = None,
+        max_train_samples: int | None = None,
+    ) -> None:
         if every_n_epochs < 1:
             raise ValueError("every_n_epochs must be >= 1.")
         self.every_n_epochs = every_n_epochs
@@ -124,9 +144,16 @@ class KNNMonitor(Callback):
             return
         value = torch.tensor(float("nan"), device=pl_module.device)
         if trainer.is_global_zero:
-            value.fill_(encoder_knn_top1(pl_module, trainer.datamodule, self.k, self.temperature,
-                                         self.pool or pl_module.default_pool,
-                                         max_train_samples=self.max_train_samples))
+            value.fill_(
+                encoder_knn_top1(
+                    pl_module,
+                    trainer.datamodule,
+                    self.k,
+                    self.temperature,
+                    self.pool or pl_module.default_pool,
+                    max_train_samples=self.max_train_samples,
+                )
+            )
         value = trainer.strategy.broadcast(value, src=0)
         self.history.append((trainer.current_epoch, float(value)))
         pl_module.log("val/knn_top1", value, on_step=False, on_epoch=True, prog_bar=True)

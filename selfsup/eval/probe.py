@@ -71,7 +71,9 @@ def find_checkpoints(paths: list[str | os.PathLike]) -> list[Path]:
             folder = p / "checkpoints" if (p / "checkpoints").is_dir() else p
             ckpts = sorted(folder.glob("*.ckpt"))
             if not ckpts:
-                raise FileNotFoundError(f"no *.ckpt files in '{folder}': pass checkpoint files or a run folder.")
+                raise FileNotFoundError(
+                    f"no *.ckpt files in '{folder}': pass checkpoint files or a run folder."
+                )
             found.extend(ckpts)
         elif p.is_file():
             found.append(p)
@@ -91,7 +93,16 @@ class FeatureCache:
         digest = hashlib.sha256()
         for name in sorted(encoder_state):
             digest.update(name.encode())
-            digest.update(encoder_state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(
+                encoder_state[name]
+                .detach()
+                .cpu()
+                .contiguous()
+                .reshape(-1)
+                .view(torch.uint8)
+                .numpy()
+                .tobytes()
+            )
         digest.update(json.dumps([spec, pool, data], sort_keys=True, default=str).encode())
         return digest.hexdigest()[:32]
 
@@ -153,10 +164,22 @@ def probe_checkpoint(
             raise CheckpointError(f"'{path}': the encoder weights do not fit {spec['name']}: {err}") from None
         encoder.to(device)
         normalize = Normalize(meta["mean"], meta["std"]).to(device)
-        train_x, train_y = extract_features(encoder, data.eval_dataloader("train"), normalize, pool, device,
-                                            description=f"{path.name}: training features")
-        val_x, val_y = extract_features(encoder, data.eval_dataloader("val"), normalize, pool, device,
-                                        description=f"{path.name}: held-out features")
+        train_x, train_y = extract_features(
+            encoder,
+            data.eval_dataloader("train"),
+            normalize,
+            pool,
+            device,
+            description=f"{path.name}: training features",
+        )
+        val_x, val_y = extract_features(
+            encoder,
+            data.eval_dataloader("val"),
+            normalize,
+            pool,
+            device,
+            description=f"{path.name}: held-out features",
+        )
         cached = {"train_x": train_x, "train_y": train_y, "val_x": val_x, "val_y": val_y}
         cache.save(key, cached)
         from_cache = False
@@ -164,15 +187,34 @@ def probe_checkpoint(
         from_cache = True
     train_x, train_y, val_x, val_y = (cached[k] for k in ("train_x", "train_y", "val_x", "val_y"))
     num_classes = int(max(train_y.max(), val_y.max())) + 1
-    knn = {k: knn_accuracy(train_x.to(device), train_y.to(device), val_x.to(device), val_y.to(device), k, temperature,
-                           num_classes) for k in ks}
+    knn = {
+        k: knn_accuracy(
+            train_x.to(device),
+            train_y.to(device),
+            val_x.to(device),
+            val_y.to(device),
+            k,
+            temperature,
+            num_classes,
+        )
+        for k in ks
+    }
     probe = train_linear_probe(train_x, train_y, num_classes, epochs=probe_epochs, device=device)
     top = topk_accuracy(probe.logits(val_x), val_y, (1, 5))
     return ProbeResult(
-        checkpoint=str(path), method=meta.get("method", ""), epoch=epochs_trained(checkpoint),
-        global_step=int(checkpoint.get("global_step", -1)), pool=pool, knn_top1=knn, linear_top1=top[1],
-        linear_top5=top[5], num_train=int((train_y >= 0).sum()), num_val=int((val_y >= 0).sum()),
-        features_from_cache=from_cache, seconds=time.perf_counter() - start, extra={"features_key": key},
+        checkpoint=str(path),
+        method=meta.get("method", ""),
+        epoch=epochs_trained(checkpoint),
+        global_step=int(checkpoint.get("global_step", -1)),
+        pool=pool,
+        knn_top1=knn,
+        linear_top1=top[1],
+        linear_top5=top[5],
+        num_train=int((train_y >= 0).sum()),
+        num_val=int((val_y >= 0).sum()),
+        features_from_cache=from_cache,
+        seconds=time.perf_counter() - start,
+        extra={"features_key": key},
     )
 
 
@@ -187,19 +229,38 @@ def _dedupe(results: list[ProbeResult]) -> list[ProbeResult]:
     return sorted(seen.values(), key=lambda r: (str(Path(r.checkpoint).parent), r.global_step, r.epoch))
 
 
-def write_report(results: list[ProbeResult], out_dir: str | os.PathLike, console: Console | None = None) -> Path:
+def write_report(
+    results: list[ProbeResult], out_dir: str | os.PathLike, console: Console | None = None
+) -> Path:
     """Table on the terminal, probe.csv / probe.json, and a PNG of accuracy against epoch for a series."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ks = sorted({k for r in results for k in r.knn_top1})
     table = Table(title="Frozen-encoder evaluation (held-out split)")
-    for col in ("checkpoint", "method", "epoch", "pool", *[f"kNN k={k}" for k in ks], "linear top-1", "linear top-5",
-                "features"):
-        table.add_column(col, justify="left" if col in ("checkpoint", "method", "pool", "features") else "right")
+    for col in (
+        "checkpoint",
+        "method",
+        "epoch",
+        "pool",
+        *[f"kNN k={k}" for k in ks],
+        "linear top-1",
+        "linear top-5",
+        "features",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("checkpoint", "method", "pool", "features") else "right"
+        )
     for r in results:
-        table.add_row(Path(r.checkpoint).name, r.method, str(r.epoch), r.pool,
-                      *[f"{100 * r.knn_top1[k]:.2f}" for k in ks], f"{100 * r.linear_top1:.2f}",
-                      f"{100 * r.linear_top5:.2f}", "cached" if r.features_from_cache else "extracted")
+        table.add_row(
+            Path(r.checkpoint).name,
+            r.method,
+            str(r.epoch),
+            r.pool,
+            *[f"{100 * r.knn_top1[k]:.2f}" for k in ks],
+            f"{100 * r.linear_top1:.2f}",
+            f"{100 * r.linear_top5:.2f}",
+            "cached" if r.features_from_cache else "extracted",
+        )
     (console or Console(width=shutil.get_terminal_size((150, 24)).columns)).print(table)
     rows = [r.row() for r in results]
     with open(out / "probe.csv", "w", newline="") as handle:
@@ -256,11 +317,14 @@ def probe(
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     first = Path(paths[0])
     out_dir = Path(out) if out else (first / "probe" if first.is_dir() else first.parent / "probe")
-    cache = FeatureCache(cache_dir or Path(os.environ.get("SELFSUP_CACHE", Path.home() / ".cache" / "selfsup"))
-                         / "features")
+    cache = FeatureCache(
+        cache_dir or Path(os.environ.get("SELFSUP_CACHE", Path.home() / ".cache" / "selfsup")) / "features"
+    )
     datamodule = data_for(load_checkpoint(checkpoints[0]), data or {})
-    results = [probe_checkpoint(p, datamodule, cache, pool, ks, temperature, probe_epochs, device)
-               for p in checkpoints]
+    results = [
+        probe_checkpoint(p, datamodule, cache, pool, ks, temperature, probe_epochs, device)
+        for p in checkpoints
+    ]
     results = _dedupe(results)
     write_report(results, out_dir)
     return results

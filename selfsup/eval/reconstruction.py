@@ -26,7 +26,9 @@ def reconstruction_grid(module, images: torch.Tensor, seed: int = 0, min_side: i
         x = module.normalize(images.to(device))
         generator = torch.Generator(device=device).manual_seed(seed)
         pred, target, mask = module(x, generator=generator)
-        if module.criterion.norm_pix_loss:  # predictions are per-patch normalised: undo with the target's stats
+        if (
+            module.criterion.norm_pix_loss
+        ):  # predictions are per-patch normalised: undo with the target's stats
             mean = target.mean(dim=-1, keepdim=True)
             std = (target.var(dim=-1, keepdim=True) + module.criterion.eps).sqrt()
             pred = pred * std + mean
@@ -99,5 +101,6 @@ class ReconstructionGrid(Callback):
             if hasattr(experiment, "add_image"):  # TensorBoard
                 experiment.add_image("mae/reconstruction", grid, global_step=trainer.global_step)
             elif hasattr(logger, "log_image"):  # Weights & Biases
-                logger.log_image(key="mae/reconstruction", images=[grid.permute(1, 2, 0).numpy()],
-                                 step=trainer.global_step)
+                logger.log_image(
+                    key="mae/reconstruction", images=[grid.permute(1, 2, 0).numpy()], step=trainer.global_step
+                )

@@ -58,8 +58,11 @@ def load_backbone(
 
 def backbone_spec(model: nn.Module) -> dict[str, Any]:
     """Architecture of a backbone as JSON-serialisable data: rebuilds it without weights."""
-    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in get_model_args(model).items()
-            if k not in ("num_classes", "pretrained_cfg_overlay")}
+    args = {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in get_model_args(model).items()
+        if k not in ("num_classes", "pretrained_cfg_overlay")
+    }
     return {"name": model.pretrained_cfg.get("architecture"), "model_args": args, "vit": is_vit(model)}
 
 
@@ -67,8 +70,9 @@ def backbone_from_spec(spec: dict[str, Any]) -> nn.Module:
     args = dict(spec["model_args"])
     if spec.get("vit"):
         size, patch = args.pop("img_size", None), args.pop("patch_size", None)
-        return create_encoder(spec["name"], img_size=size[0] if isinstance(size, list) else size, patch_size=patch,
-                              **args)
+        return create_encoder(
+            spec["name"], img_size=size[0] if isinstance(size, list) else size, patch_size=patch, **args
+        )
     return timm.create_model(spec["name"], pretrained=False, num_classes=0, **args)
 
 

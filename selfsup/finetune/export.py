@@ -30,7 +30,9 @@ def _classifier_name(model) -> str:
     raise ValueError(f"cannot find the classifier of {type(model).__name__}.")
 
 
-def export_finetuned(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def export_finetuned(
+    checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
+) -> Path:
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"'{out_dir}' exists; pass overwrite=True (--overwrite) to replace it.")
@@ -56,7 +58,9 @@ def export_finetuned(checkpoint_path: str | os.PathLike, out_dir: str | os.PathL
         model.load_state_dict(state)
     else:
         model = backbone
-        extra_files["head.safetensors"] = {k: v.detach().contiguous() for k, v in module.head.state_dict().items()}
+        extra_files["head.safetensors"] = {
+            k: v.detach().contiguous() for k, v in module.head.state_dict().items()
+        }
     metadata = {
         "format": 1,
         "method": "finetune",
@@ -71,5 +75,12 @@ def export_finetuned(checkpoint_path: str | os.PathLike, out_dir: str | os.PathL
         "epochs": epochs_trained(checkpoint),
         "source_checkpoint": str(checkpoint_path),
     }
-    return write_export(out_dir, model, f"selfsup_finetune_{meta['strategy']['name']}", meta["mean"], meta["std"],
-                        metadata, extra_files)
+    return write_export(
+        out_dir,
+        model,
+        f"selfsup_finetune_{meta['strategy']['name']}",
+        meta["mean"],
+        meta["std"],
+        metadata,
+        extra_files,
+    )

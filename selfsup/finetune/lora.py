@@ -44,15 +44,24 @@ class LoRALinear(nn.Module):
     @torch.no_grad()
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` with ``W + scale * B @ A`` (same outputs, no adapter)."""
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None,
-                           device=self.base.weight.device, dtype=self.base.weight.dtype)
-        linear.weight.copy_(self.base.weight + self.scale * (self.lora_B @ self.lora_A).to(self.base.weight.dtype))
+        linear = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.base.bias is not None,
+            device=self.base.weight.device,
+            dtype=self.base.weight.dtype,
+        )
+        linear.weight.copy_(
+            self.base.weight + self.scale * (self.lora_B @ self.lora_A).to(self.base.weight.dtype)
+        )
         if self.base.bias is not None:
             linear.bias.copy_(self.base.bias)
         return linear
 
 
-def add_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float, dropout: float = 0.0) -> int:
+def add_lora(
+    model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float, dropout: float = 0.0
+) -> int:
     """Wrap every ``nn.Linear`` whose attribute name is in ``targets`` (e.g. ``qkv``, ``proj`` of
     timm's attention); returns how many were wrapped."""
     count = 0

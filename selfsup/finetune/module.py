@@ -87,18 +87,33 @@ class FineTune(L.LightningModule):
         self.strategy = get_strategy(strategy)
         self.strategy.apply(self.encoder)
         self.pretrained_method = _pretrained_method(backbone)
-        self.pool = pool or (default_pool(self.encoder, self.pretrained_method) if is_vit(self.encoder) else "avg")
+        self.pool = pool or (
+            default_pool(self.encoder, self.pretrained_method) if is_vit(self.encoder) else "avg"
+        )
         cfg = self.encoder.pretrained_cfg
-        self.mean, self.std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
-        self.image_size = img_size or (self.encoder.patch_embed.img_size[0] if is_vit(self.encoder) else cfg["input_size"][-1])
+        self.mean, self.std = (
+            tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        )
+        self.image_size = img_size or (
+            self.encoder.patch_embed.img_size[0] if is_vit(self.encoder) else cfg["input_size"][-1]
+        )
         self.normalize = Normalize(self.mean, self.std)
         dim = self.encoder.num_features
         view = as_config(CropFlipConfig, augment)
         if task == "classification":
             self.head = ClassificationHead(dim, num_classes, head, head_hidden_dim)
             self.train_augment = CropFlipAugment(self.image_size, self.mean, self.std, view)
-            self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
-                               num_classes=num_classes) if (mixup > 0 or cutmix > 0) else None
+            self.mixup = (
+                Mixup(
+                    mixup_alpha=mixup,
+                    cutmix_alpha=cutmix,
+                    label_smoothing=label_smoothing,
+                    num_classes=num_classes,
+                )
+                if (mixup > 0 or cutmix > 0)
+                else None
+            )
             self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
             self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
         else:
@@ -120,10 +135,17 @@ class FineTune(L.LightningModule):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         backbone = sum(p.numel() for p in self.encoder.parameters() if p.requires_grad)
-        return {"trainable": trainable, "total": total, "share": trainable / total, "backbone_trainable": backbone}
+        return {
+            "trainable": trainable,
+            "total": total,
+            "share": trainable / total,
+            "backbone_trainable": backbone,
+        }
 
     def setup(self, stage: str) -> None:
-        data_classes = getattr(self.trainer.datamodule, "num_classes", None) if self.trainer.datamodule else None
+        data_classes = (
+            getattr(self.trainer.datamodule, "num_classes", None) if self.trainer.datamodule else None
+        )
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
                 f"the data has {data_classes} classes but the {self.task} head has num_classes={self.num_classes}: "
@@ -136,7 +158,12 @@ class FineTune(L.LightningModule):
         table = Table(title=f"Fine-tune strategy '{self.strategy.name}' on {type(self.encoder).__name__}")
         for col in ("trainable", "of which backbone", "total", "share"):
             table.add_column(col, justify="right")
-        table.add_row(f"{s['trainable']:,}", f"{s['backbone_trainable']:,}", f"{s['total']:,}", f"{100 * s['share']:.2f}%")
+        table.add_row(
+            f"{s['trainable']:,}",
+            f"{s['backbone_trainable']:,}",
+            f"{s['total']:,}",
+            f"{100 * s['share']:.2f}%",
+        )
         Console().print(table)
         for logger in self.loggers:
             logger.log_hyperparams({"trainable_params": s["trainable"], "trainable_share": s["share"]})
@@ -150,8 +177,10 @@ class FineTune(L.LightningModule):
     def configure_optimizers(self) -> dict:
         groups = self.strategy.param_groups(self.encoder, self.optim.weight_decay)
         head = [(n, p) for n, p in self.head.named_parameters() if p.requires_grad]
-        groups += [{"params": [p for _, p in head if p.ndim > 1], "weight_decay": self.optim.weight_decay},
-                   {"params": [p for _, p in head if p.ndim <= 1], "weight_decay": 0.0}]
+        groups += [
+            {"params": [p for _, p in head if p.ndim > 1], "weight_decay": self.optim.weight_decay},
+            {"params": [p for _, p in head if p.ndim <= 1], "weight_decay": 0.0},
+        ]
         return optimizer_and_schedule(self.trainer, self.optim, [g for g in groups if g["params"]])
 
     # --- forward ---------------------------------------------------------------------------------
@@ -172,7 +201,9 @@ class FineTune(L.LightningModule):
             images = self.train_augment(images)
             if self.mixup is not None:
                 if len(images) % 2:
-                    raise ValueError("mixup / cutmix need an even batch size: set data.batch_size to an even number.")
+                    raise ValueError(
+                        "mixup / cutmix need an even batch size: set data.batch_size to an even number."
+                    )
                 images, targets = self.mixup(images, targets)
             return images, targets
         return self.normalize(images), targets
@@ -182,7 +213,9 @@ class FineTune(L.LightningModule):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.task == "classification" and targets.ndim == 2:  # soft targets from mixup / cutmix
             return SoftTargetCrossEntropy()(logits, targets)
-        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing, ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(
+            logits, targets, label_smoothing=self.label_smoothing, ignore_index=IGNORE_INDEX
+        )
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor | None:
         images, targets = batch
@@ -194,8 +227,13 @@ class FineTune(L.LightningModule):
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         images, targets = batch
         logits = self(images)
-        self.log("val/loss", F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX), on_epoch=True,
-                 batch_size=len(images), sync_dist=True)
+        self.log(
+            "val/loss",
+            F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX),
+            on_epoch=True,
+            batch_size=len(images),
+            sync_dist=True,
+        )
         preds = logits.argmax(1)
         if self.task == "classification":
             self.val_top1.update(logits, targets)
@@ -215,9 +253,15 @@ class FineTune(L.LightningModule):
         if self.last_confusion is None or not self.trainer.is_global_zero:
             return
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        classes = getattr(self.trainer.datamodule, "classes", None) or [str(i) for i in range(self.num_classes)]
-        save_confusion_matrix(self.last_confusion, classes, folder / "confusion_matrix.png",
-                              title=f"{self.task}, strategy {self.strategy.name}")
+        classes = getattr(self.trainer.datamodule, "classes", None) or [
+            str(i) for i in range(self.num_classes)
+        ]
+        save_confusion_matrix(
+            self.last_confusion,
+            classes,
+            folder / "confusion_matrix.png",
+            title=f"{self.task}, strategy {self.strategy.name}",
+        )
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -231,8 +275,10 @@ class FineTune(L.LightningModule):
         checkpoint = load_checkpoint(path)
         meta = checkpoint[CHECKPOINT_KEY]
         if meta.get("method") != "finetune":
-            raise CheckpointError(f"'{path}' is a {meta.get('method')} pretraining checkpoint, not a fine-tune "
-                                  "checkpoint: export it with `selfsup export` or fine-tune from it.")
+            raise CheckpointError(
+                f"'{path}' is a {meta.get('method')} pretraining checkpoint, not a fine-tune "
+                "checkpoint: export it with `selfsup export` or fine-tune from it."
+            )
         hparams = checkpoint.get("hyper_parameters", {})
         spec = dict(meta["encoder"])
         args = dict(spec["model_args"])
@@ -241,12 +287,20 @@ class FineTune(L.LightningModule):
             size = args.pop("img_size", None)
             img_size = size[0] if isinstance(size, list) else size
             patch_size = args.pop("patch_size", None)
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["strategy"].items() if k != "name"}
+        fields = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in meta["strategy"].items() if k != "name"
+        }
         module = cls(
-            backbone=spec["name"], num_classes=meta["num_classes"], task=meta["task"],
-            strategy=STRATEGIES[meta["strategy"]["name"]](**fields), head=hparams.get("head", "linear"),
-            head_hidden_dim=hparams.get("head_hidden_dim", 512), pool=meta["pool"], img_size=img_size,
-            patch_size=patch_size, backbone_kwargs=args,
+            backbone=spec["name"],
+            num_classes=meta["num_classes"],
+            task=meta["task"],
+            strategy=STRATEGIES[meta["strategy"]["name"]](**fields),
+            head=hparams.get("head", "linear"),
+            head_hidden_dim=hparams.get("head_hidden_dim", 512),
+            pool=meta["pool"],
+            img_size=img_size,
+            patch_size=patch_size,
+            backbone_kwargs=args,
         )
         module.mean, module.std = tuple(meta["mean"]), tuple(meta["std"])
         module.normalize = Normalize(module.mean, module.std)
@@ -301,8 +355,15 @@ def save_confusion_matrix(matrix: torch.Tensor, classes: list[str], path: Path, 
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{100 * rates[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * rates[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title} (% of each true class)", fontsize=8)

@@ -39,12 +39,15 @@ def _freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _split_decay(named: list[tuple[str, nn.Parameter]], weight_decay: float, lr_scale: float,
-                 no_decay: set[str]) -> list[dict]:
+def _split_decay(
+    named: list[tuple[str, nn.Parameter]], weight_decay: float, lr_scale: float, no_decay: set[str]
+) -> list[dict]:
     decay = [p for n, p in named if p.ndim > 1 and n not in no_decay]
     rest = [p for n, p in named if not (p.ndim > 1 and n not in no_decay)]
-    groups = [{"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
-              {"params": rest, "weight_decay": 0.0, "lr_scale": lr_scale}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
+        {"params": rest, "weight_decay": 0.0, "lr_scale": lr_scale},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -130,7 +133,9 @@ class Full(Strategy):
         no_decay = _no_decay_names(backbone)
         groups = []
         for lid in sorted(by_layer):
-            groups += _split_decay(by_layer[lid], weight_decay, self.layer_decay ** (num_layers - lid), no_decay)
+            groups += _split_decay(
+                by_layer[lid], weight_decay, self.layer_decay ** (num_layers - lid), no_decay
+            )
         return groups
 
 
@@ -151,8 +156,10 @@ class Partial(Strategy):
         groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
         ids = sorted(groups)
         if self.blocks >= len(ids):
-            raise ValueError(f"partial: blocks={self.blocks} but the backbone has only {len(ids) - 1} blocks/stages.")
-        trainable = {n for gid in ids[-self.blocks:] for n in groups[gid]}
+            raise ValueError(
+                f"partial: blocks={self.blocks} but the backbone has only {len(ids) - 1} blocks/stages."
+            )
+        trainable = {n for gid in ids[-self.blocks :] for n in groups[gid]}
         for name, p in backbone.named_parameters():
             if name in trainable:
                 p.requires_grad_(True)
@@ -221,8 +228,10 @@ class Adapter(Strategy):
         add_adapters(backbone.blocks, backbone.embed_dim, self.bottleneck or max(1, backbone.embed_dim // 8))
 
     def merge(self, backbone: nn.Module) -> nn.Module:
-        raise NotExportable("adapter layers are not part of timm's VisionTransformer: an adapter fine-tune cannot "
-                            "be exported as a plain timm model (use lora, which merges, or full).")
+        raise NotExportable(
+            "adapter layers are not part of timm's VisionTransformer: an adapter fine-tune cannot "
+            "be exported as a plain timm model (use lora, which merges, or full)."
+        )
 
 
 @dataclass(frozen=True)
@@ -247,8 +256,10 @@ class Prompt(Strategy):
         return run_blocks(backbone, torch.cat(parts, dim=1)), backbone.num_prefix_tokens + self.num_tokens
 
     def merge(self, backbone: nn.Module) -> nn.Module:
-        raise NotExportable("prompt tokens are not part of timm's VisionTransformer: a prompt fine-tune cannot be "
-                            "exported as a plain timm model (use lora, which merges, or full).")
+        raise NotExportable(
+            "prompt tokens are not part of timm's VisionTransformer: a prompt fine-tune cannot be "
+            "exported as a plain timm model (use lora, which merges, or full)."
+        )
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

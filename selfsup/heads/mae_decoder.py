@@ -40,13 +40,24 @@ class MAEDecoder(nn.Module):
         num_prefix_tokens: prefix tokens at the start of the encoder's output.
     """
 
-    def __init__(self, grid_size: tuple[int, int], encoder_dim: int, patch_dim: int, dim: int = 512,
-                 depth: int = 8, num_heads: int = 16, mlp_ratio: float = 4.0, num_prefix_tokens: int = 1) -> None:
+    def __init__(
+        self,
+        grid_size: tuple[int, int],
+        encoder_dim: int,
+        patch_dim: int,
+        dim: int = 512,
+        depth: int = 8,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        num_prefix_tokens: int = 1,
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"decoder width {dim} is not divisible by its {num_heads} heads.")
         if dim % 4:
-            raise ValueError(f"decoder width {dim} must be a multiple of 4 for the 2-D sine-cosine embedding.")
+            raise ValueError(
+                f"decoder width {dim} must be a multiple of 4 for the 2-D sine-cosine embedding."
+            )
         self.grid_size = tuple(grid_size)
         self.num_prefix_tokens = num_prefix_tokens
         self.embed = nn.Linear(encoder_dim, dim)
@@ -54,9 +65,9 @@ class MAEDecoder(nn.Module):
         pos = build_sincos2d_pos_embed(list(self.grid_size), dim=dim)  # [L, dim], fixed
         pos = torch.cat([torch.zeros(num_prefix_tokens, dim), pos]).unsqueeze(0)
         self.register_buffer("pos_embed", pos, persistent=False)
-        self.blocks = nn.Sequential(*[
-            Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)
-        ])
+        self.blocks = nn.Sequential(
+            *[Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]
+        )
         self.norm = nn.LayerNorm(dim)
         self.predict = nn.Linear(dim, patch_dim)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -64,14 +75,14 @@ class MAEDecoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)
-        prefix, visible = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
+        prefix, visible = x[:, : self.num_prefix_tokens], x[:, self.num_prefix_tokens :]
         b, length = ids_restore.shape
         missing = self.mask_token.expand(b, length - visible.shape[1], -1)
         full = torch.cat([visible, missing], dim=1)
         full = full.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, full.shape[-1]))  # original order
         x = torch.cat([prefix, full], dim=1) + self.pos_embed.to(x.dtype)
         x = self.norm(self.blocks(x))
-        return self.predict(x[:, self.num_prefix_tokens:])
+        return self.predict(x[:, self.num_prefix_tokens :])
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -10,8 +10,14 @@ class ProjectionHead(nn.Sequential):
     them (SimCLR v2's head; ``batch_norm=False`` gives SimCLR v1's). Under DDP the BatchNorm layers
     are converted to SyncBatchNorm by the method (``sync_batchnorm``)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2,
-                 batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 2048,
+        out_dim: int = 128,
+        num_layers: int = 2,
+        batch_norm: bool = True,
+    ) -> None:
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}.")
         layers: list[nn.Module] = []

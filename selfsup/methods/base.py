@@ -83,12 +83,18 @@ class PretrainModule(L.LightningModule):
         self.skip_nonfinite_steps = skip_nonfinite_steps
         if isinstance(encoder, str):
             try:
-                encoder = create_encoder(encoder, img_size=img_size, patch_size=patch_size, **(encoder_kwargs or {}))
+                encoder = create_encoder(
+                    encoder, img_size=img_size, patch_size=patch_size, **(encoder_kwargs or {})
+                )
             except TypeError as err:
-                raise ValueError(f"encoder_kwargs {encoder_kwargs} do not fit timm's VisionTransformer: {err}") from None
+                raise ValueError(
+                    f"encoder_kwargs {encoder_kwargs} do not fit timm's VisionTransformer: {err}"
+                ) from None
         elif isinstance(encoder, VisionTransformer):
             if encoder_kwargs:
-                raise ValueError("encoder_kwargs only apply to a named encoder; build the injected encoder with them.")
+                raise ValueError(
+                    "encoder_kwargs only apply to a named encoder; build the injected encoder with them."
+                )
             check_patch_grid(encoder)
             actual = encoder.patch_embed.img_size[0]
             if img_size is not None and img_size != actual:
@@ -147,10 +153,24 @@ class PretrainModule(L.LightningModule):
 
     def log_step(self, loss: torch.Tensor, batch_size: int, **extra: float | torch.Tensor) -> None:
         """Log the loss (per step and epoch mean), the learning rate, and method-specific values."""
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size, sync_dist=False)
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=False,
+        )
         optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
         if optimizer is not None and not isinstance(optimizer, list):
-            self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=batch_size)
+            self.log(
+                "train/lr",
+                optimizer.param_groups[0]["lr"],
+                on_step=True,
+                on_epoch=False,
+                batch_size=batch_size,
+            )
         for name, value in extra.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
 
@@ -167,7 +187,8 @@ class PretrainModule(L.LightningModule):
         else:
             rank_zero_warn(
                 "sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; on these CPU processes the "
-                "BatchNorm statistics stay per process.", category=UserWarning,
+                "BatchNorm statistics stay per process.",
+                category=UserWarning,
             )
 
     # --- checkpoints -------------------------------------------------------------------------------
@@ -176,8 +197,11 @@ class PretrainModule(L.LightningModule):
         """Record a subclass's constructor arguments (pass ``locals()`` first thing in ``__init__``) as
         plain hyperparameters: dataclasses become dicts, an injected encoder module is left out. Plain
         values keep checkpoints loadable with ``weights_only=True`` and loggers able to write them."""
-        hparams = {k: _plain(v) for k, v in init_args.items()
-                   if k not in ("self", "__class__") and not isinstance(v, nn.Module)}
+        hparams = {
+            k: _plain(v)
+            for k, v in init_args.items()
+            if k not in ("self", "__class__") and not isinstance(v, nn.Module)
+        }
         self.save_hyperparameters(hparams)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

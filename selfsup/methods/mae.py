@@ -50,7 +50,9 @@ class MAE(PretrainModule):
         decoder_heads: int | None = None,
         norm_pix_loss: bool = True,
         augment: CropFlipConfig = CropFlipConfig(crop_scale=(0.2, 1.0)),
-        optim: OptimConfig = OptimConfig(base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40),
+        optim: OptimConfig = OptimConfig(
+            base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40
+        ),
         skip_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim, skip_nonfinite_steps)
@@ -67,28 +69,31 @@ class MAE(PretrainModule):
         self.decoder = MAEDecoder(
             grid_size=self.encoder.patch_embed.grid_size,
             encoder_dim=self.encoder.embed_dim,
-            patch_dim=self.patch_size ** 2 * self.in_chans,
+            patch_dim=self.patch_size**2 * self.in_chans,
             dim=width,
             depth=decoder_depth or depth,
             num_heads=decoder_heads or max(1, width // 32),
             num_prefix_tokens=self.encoder.num_prefix_tokens,
         )
         self.criterion = MaskedReconstructionLoss(norm_pix_loss)
-        self.view_augment = CropFlipAugment(self.image_size, self.mean, self.std, as_config(CropFlipConfig, augment),
-                                            resample="BICUBIC")
+        self.view_augment = CropFlipAugment(
+            self.image_size, self.mean, self.std, as_config(CropFlipConfig, augment), resample="BICUBIC"
+        )
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         return self.view_augment(images)
 
-    def forward(self, images: torch.Tensor, mask_ratio: float | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised images ``[B, C, H, W]`` → ``(pred [B, L, p*p*C], target [B, L, p*p*C], mask [B, L])``.
 
         ``pred`` lives in the loss's target space (per-patch normalised with ``norm_pix_loss``);
         ``mask`` is 1 for the patches that were hidden.
         """
-        tokens, masked = encode_visible(self.encoder, images, self.mask_ratio if mask_ratio is None else mask_ratio,
-                                        generator)
+        tokens, masked = encode_visible(
+            self.encoder, images, self.mask_ratio if mask_ratio is None else mask_ratio, generator
+        )
         pred = self.decoder(tokens, masked.ids_restore)
         return pred, patchify(images, self.patch_size), masked.mask
 

@@ -61,11 +61,18 @@ class SimCLR(PretrainModule):
     ) -> None:
         super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim, skip_nonfinite_steps)
         self.save_init_args(locals())
-        self.projection = ProjectionHead(self.encoder.num_features, projection_hidden_dim, projection_dim,
-                                         projection_layers, projection_batch_norm)
+        self.projection = ProjectionHead(
+            self.encoder.num_features,
+            projection_hidden_dim,
+            projection_dim,
+            projection_layers,
+            projection_batch_norm,
+        )
         self.criterion = InfoNCELoss(temperature, gather_distributed)
         self.sync_batchnorm = sync_batchnorm
-        self.view_augment = SimCLRAugment(self.image_size, self.mean, self.std, as_config(SimCLRViewConfig, augment))
+        self.view_augment = SimCLRAugment(
+            self.image_size, self.mean, self.std, as_config(SimCLRViewConfig, augment)
+        )
 
     def augment(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.view_augment(images)

@@ -20,7 +20,9 @@ def test_shapes_dtype_and_value_range():
         low = (0 - torch.tensor(MEAN)) / torch.tensor(STD)
         high = (1 - torch.tensor(MEAN)) / torch.tensor(STD)
         per_channel = v.transpose(0, 1).reshape(3, -1)
-        assert (per_channel.min(1).values >= low - 1e-4).all() and (per_channel.max(1).values <= high + 1e-4).all()
+        assert (per_channel.min(1).values >= low - 1e-4).all() and (
+            per_channel.max(1).values <= high + 1e-4
+        ).all()
 
 
 def test_the_two_views_differ_and_use_separate_pipelines():
@@ -38,8 +40,14 @@ def test_samples_in_a_batch_get_different_parameters():
     diffs = [(v1[0] - v1[i]).abs().mean().item() for i in range(1, 8)]
     assert min(diffs) > 0.01
     # colour jitter alone, crop off: per-sample colour parameters
-    jitter_only = SimCLRAugment(32, MEAN, STD, SimCLRViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
-                                                                hflip_prob=0.0, jitter_prob=1.0, grayscale_prob=0.0))
+    jitter_only = SimCLRAugment(
+        32,
+        MEAN,
+        STD,
+        SimCLRViewConfig(
+            crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0, jitter_prob=1.0, grayscale_prob=0.0
+        ),
+    )
     c1, _ = jitter_only(image.expand(8, -1, -1, -1))
     assert min((c1[0] - c1[i]).abs().mean().item() for i in range(1, 8)) > 0.01
 
@@ -65,8 +73,19 @@ def test_blur_only_where_the_image_is_large_enough():
 
 
 def test_identity_settings_reduce_to_normalisation():
-    aug = SimCLRAugment(32, MEAN, STD, SimCLRViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0,
-                                                        jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0))
+    aug = SimCLRAugment(
+        32,
+        MEAN,
+        STD,
+        SimCLRViewConfig(
+            crop_scale=(1.0, 1.0),
+            crop_ratio=(1.0, 1.0),
+            hflip_prob=0.0,
+            jitter_prob=0.0,
+            grayscale_prob=0.0,
+            blur_prob=0.0,
+        ),
+    )
     x = batch(4)
     v1, v2 = aug(x)
     expected = (x.float() / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
@@ -74,8 +93,10 @@ def test_identity_settings_reduce_to_normalisation():
     torch.testing.assert_close(v2, expected, atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs", [{"hflip_prob": 1.5}, {"crop_scale": (0.0, 1.0)}, {"jitter_strength": -1.0},
-                                    {"grayscale_prob": -0.1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"hflip_prob": 1.5}, {"crop_scale": (0.0, 1.0)}, {"jitter_strength": -1.0}, {"grayscale_prob": -0.1}],
+)
 def test_invalid_view_parameters_raise(kwargs):
     with pytest.raises(ValueError):
         SimCLRViewConfig(**kwargs)

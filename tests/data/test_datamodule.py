@@ -80,7 +80,12 @@ def test_cifar_sources_read_torchvision_files(tmp_path, monkeypatch, source):
 
     monkeypatch.setattr(cifar, "check_integrity", lambda *a, **k: True)
     if source == "cifar10":
-        base = write_fake_cifar(tmp_path, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels")
+        base = write_fake_cifar(
+            tmp_path,
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+            "labels",
+        )
         (base / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
     else:
         base = write_fake_cifar(tmp_path, "cifar-100-python", ["train", "test"], "fine_labels")

@@ -22,10 +22,14 @@ def test_rgb_is_resized_and_centre_cropped(tmp_path):
 
 def test_grayscale_palette_rgba_16bit_and_cmyk_become_rgb(tmp_path):
     gray = Image.fromarray(np.full((8, 8), 77, dtype=np.uint8), mode="L")
-    palette = Image.fromarray(np.full((8, 8, 3), (10, 120, 230), dtype=np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette = Image.fromarray(np.full((8, 8, 3), (10, 120, 230), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE
+    )
     transparent = palette.copy()
     transparent.info["transparency"] = 0
-    rgba = Image.fromarray(np.dstack([np.full((8, 8, 3), 50, np.uint8), np.full((8, 8), 128, np.uint8)]), mode="RGBA")
+    rgba = Image.fromarray(
+        np.dstack([np.full((8, 8, 3), 50, np.uint8), np.full((8, 8), 128, np.uint8)]), mode="RGBA"
+    )
     sixteen = Image.fromarray(np.full((8, 8), 65535 // 2, dtype=np.uint16))
     cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
     cases = {

@@ -10,7 +10,9 @@ def naive_patchify(images, p):
     for n in range(b):
         for i in range(h // p):
             for j in range(w // p):
-                values = [images[n, ch, i * p + r, j * p + q] for r in range(p) for q in range(p) for ch in range(c)]
+                values = [
+                    images[n, ch, i * p + r, j * p + q] for r in range(p) for q in range(p) for ch in range(c)
+                ]
                 out[n, i * (w // p) + j] = torch.stack(values)
     return out
 
@@ -33,7 +35,9 @@ def test_patchify_rejects_sizes_the_patch_does_not_divide():
         unpatchify(torch.zeros(1, 5, 48), 4, 3)
 
 
-@pytest.mark.parametrize(("length", "ratio"), [(64, 0.75), (49, 0.75), (196, 0.9), (16, 0.5), (10, 0.0), (7, 0.99)])
+@pytest.mark.parametrize(
+    ("length", "ratio"), [(64, 0.75), (49, 0.75), (196, 0.9), (16, 0.5), (10, 0.0), (7, 0.99)]
+)
 def test_kept_count_mask_convention_and_restore(length, ratio):
     tokens = torch.randn(5, length, 3)
     out = random_masking(tokens, ratio)
@@ -51,7 +55,9 @@ def test_kept_count_mask_convention_and_restore(length, ratio):
     ids_shuffle = out.ids_restore.argsort(1)
     assert torch.equal(ids_shuffle[:, :keep], out.ids_keep)
     removed = tokens.gather(1, ids_shuffle[:, keep:].unsqueeze(-1).expand(-1, -1, 3))
-    restored = torch.cat([out.kept, removed], dim=1).gather(1, out.ids_restore.unsqueeze(-1).expand(-1, -1, 3))
+    restored = torch.cat([out.kept, removed], dim=1).gather(
+        1, out.ids_restore.unsqueeze(-1).expand(-1, -1, 3)
+    )
     assert torch.equal(restored, tokens)
     assert torch.equal((out.mask == 1), (out.ids_restore >= keep))  # the removed part is what is masked
 
@@ -80,7 +86,10 @@ def test_invalid_mask_ratio(ratio):
 def test_encoder_blocks_see_exactly_the_visible_tokens_plus_class_token():
     encoder = create_encoder("vit_tiny_patch16_224", img_size=32, patch_size=4, depth=3)
     seen = []
-    hooks = [block.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape)) for block in encoder.blocks]
+    hooks = [
+        block.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+        for block in encoder.blocks
+    ]
     tokens, masked = encode_visible(encoder, torch.randn(2, 3, 32, 32), 0.75)
     for hook in hooks:
         hook.remove()

@@ -33,7 +33,11 @@ def test_shapes_no_nan_and_every_parameter_gets_a_gradient(name, size, patch, kw
         assert feats.shape == (3, dim)
         assert torch.isfinite(feats).all()
     encoder(x).square().mean().backward()  # num_classes=0: forward returns pooled features
-    missing = [n for n, p in encoder.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n
+        for n, p in encoder.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert missing == []
 
 
@@ -50,12 +54,16 @@ def test_preprocessing_facts_come_from_timm_pretrained_cfg():
 
 @pytest.mark.parametrize(("size", "patch"), [(30, 4), (32, 5), (224, 14 + 1)])
 def test_image_size_not_divisible_by_patch_size_is_a_value_error(size, patch):
-    with pytest.raises(ValueError, match=rf"{size}x{size} is not divisible by the patch size {patch}x{patch}"):
+    with pytest.raises(
+        ValueError, match=rf"{size}x{size} is not divisible by the patch size {patch}x{patch}"
+    ):
         create_encoder("vit_tiny_patch16_224", img_size=size, patch_size=patch, depth=1)
 
 
 def test_unknown_name_and_non_vit_are_clear_errors():
-    with pytest.raises(ValueError, match="Unknown timm model name 'vit_tiny_patch16_2244'.*vit_tiny_patch16_224"):
+    with pytest.raises(
+        ValueError, match="Unknown timm model name 'vit_tiny_patch16_2244'.*vit_tiny_patch16_224"
+    ):
         create_encoder("vit_tiny_patch16_2244")
     with pytest.raises(ValueError, match="needs a timm VisionTransformer"):
         create_encoder("resnet18")
@@ -69,15 +77,18 @@ def test_spec_rebuilds_the_same_architecture():
     assert spec["name"] == "vit_tiny_patch16_224" and spec["img_size"] == 32 and spec["patch_size"] == 4
     assert spec["model_args"]["depth"] == 3
     rebuilt = encoder_from_spec(spec)
-    assert [(n, p.shape) for n, p in rebuilt.named_parameters()] == [(n, p.shape) for n, p in encoder.named_parameters()]
+    assert [(n, p.shape) for n, p in rebuilt.named_parameters()] == [
+        (n, p.shape) for n, p in encoder.named_parameters()
+    ]
 
 
 def test_default_pool():
     encoder = create_encoder("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
     assert default_pool(encoder) == "token"
     assert default_pool(encoder, "mae") == "avg"
-    gap = create_encoder("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, class_token=False,
-                         global_pool="avg")
+    gap = create_encoder(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, class_token=False, global_pool="avg"
+    )
     assert default_pool(gap) == "avg"
     with pytest.raises(ValueError, match="needs a class token"):
         pooled_features(gap, torch.randn(1, 3, 32, 32), "token")

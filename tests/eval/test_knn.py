@@ -10,8 +10,11 @@ def naive_knn(train, train_labels, test, num_classes, k, temperature):
     """One query at a time: sort all cosine similarities, let the top k vote with exp(s / T)."""
     out = []
     for q in test:
-        sims = [(float(torch.dot(q, x) / (q.norm() * x.norm())), int(y)) for x, y in zip(train, train_labels, strict=True)
-                if y >= 0]
+        sims = [
+            (float(torch.dot(q, x) / (q.norm() * x.norm())), int(y))
+            for x, y in zip(train, train_labels, strict=True)
+            if y >= 0
+        ]
         sims.sort(key=lambda s: -s[0])
         votes = [0.0] * num_classes
         for s, y in sims[:k]:

@@ -8,9 +8,16 @@ from selfsup.eval import KNNMonitor, OnlineLinearProbe
 def fit(module, callbacks, tmp_path, epochs=1):
     L.seed_everything(0)
     data = ImageDataModule(image_size=16, batch_size=32, num_workers=0, train_subset=96, val_subset=64)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, data)
     return trainer
 
@@ -27,7 +34,9 @@ def test_online_probe_loss_is_not_part_of_the_training_loss(tmp_path):
     probe = OnlineLinearProbe()
     probed_trainer = fit(probed, [probe], tmp_path)
     # same SSL loss logged, and the encoder optimised exactly as without the probe
-    assert torch.equal(plain_trainer.logged_metrics["train/loss_step"], probed_trainer.logged_metrics["train/loss_step"])
+    assert torch.equal(
+        plain_trainer.logged_metrics["train/loss_step"], probed_trainer.logged_metrics["train/loss_step"]
+    )
     for (name, a), (_, b) in zip(plain.state_dict().items(), probed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     # the probe itself trained and logged separately

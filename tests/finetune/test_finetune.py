@@ -22,9 +22,15 @@ from tests.test_export import PLAIN_TIMM
 def fit(module, tmp_path, epochs, data=None, checkpoint=False):
     L.seed_everything(0)
     data = data or ImageDataModule(image_size=16, batch_size=64, num_workers=0)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=L.pytorch.loggers.CSVLogger(tmp_path),
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, data)
     if checkpoint:
         trainer.save_checkpoint(tmp_path / "finetuned.ckpt")
@@ -43,9 +49,15 @@ def test_finetuning_beats_the_linear_probe_of_the_same_pretrained_encoder(tiny_r
     results = {}
     for strategy in ("full", "linear"):
         L.seed_everything(0)
-        module = FineTune(str(export_dir), num_classes=10, strategy=strategy, img_size=16, label_smoothing=0.0,
-                          augment={"crop_scale": (0.5, 1.0), "hflip_prob": 0.0},
-                          optim={"base_lr": 1e-2, "weight_decay": 0.05, "warmup_epochs": 1})
+        module = FineTune(
+            str(export_dir),
+            num_classes=10,
+            strategy=strategy,
+            img_size=16,
+            label_smoothing=0.0,
+            augment={"crop_scale": (0.5, 1.0), "hflip_prob": 0.0},
+            optim={"base_lr": 1e-2, "weight_decay": 0.05, "warmup_epochs": 1},
+        )
         trainer = fit(module, tmp_path / strategy, epochs=5)
         results[strategy] = float(trainer.logged_metrics["val/top1"])
     assert module.pool == "token" and module.pretrained_method == "simclr"
@@ -54,10 +66,19 @@ def test_finetuning_beats_the_linear_probe_of_the_same_pretrained_encoder(tiny_r
 
 
 def test_lora_finetune_exports_merged_and_loads_in_plain_timm(tiny_runs, tmp_path):
-    module = FineTune(str(tiny_runs["mae"]["run_dir"] / "checkpoints" / "last.ckpt"), num_classes=10,
-                      strategy=LoRA(rank=4), img_size=16)
-    fit(module, tmp_path, epochs=1, data=ImageDataModule(image_size=16, batch_size=64, num_workers=0,
-                                                           train_subset=128, val_subset=64), checkpoint=True)
+    module = FineTune(
+        str(tiny_runs["mae"]["run_dir"] / "checkpoints" / "last.ckpt"),
+        num_classes=10,
+        strategy=LoRA(rank=4),
+        img_size=16,
+    )
+    fit(
+        module,
+        tmp_path,
+        epochs=1,
+        data=ImageDataModule(image_size=16, batch_size=64, num_workers=0, train_subset=128, val_subset=64),
+        checkpoint=True,
+    )
     assert module.pool == "avg"  # MAE features: mean of the patch tokens
     assert any(isinstance(m, LoRALinear) and m.lora_B.abs().sum() > 0 for m in module.encoder.modules())
     out = export_finetuned(tmp_path / "finetuned.ckpt", tmp_path / "export")
@@ -67,38 +88,77 @@ def test_lora_finetune_exports_merged_and_loads_in_plain_timm(tiny_runs, tmp_pat
     save_file({"x": x}, tmp_path / "x.safetensors")
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_TIMM)
-    result = subprocess.run([sys.executable, str(script), str(out), str(tmp_path / "x.safetensors"),
-                             str(tmp_path / "y.safetensors")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(out),
+            str(tmp_path / "x.safetensors"),
+            str(tmp_path / "y.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     module.eval()
     with torch.no_grad():
         expected = module(x)
-    torch.testing.assert_close(load_file(tmp_path / "y.safetensors")["features"], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        load_file(tmp_path / "y.safetensors")["features"], expected, atol=1e-5, rtol=1e-5
+    )
     weights = load_file(out / "model.safetensors")
     assert not any("lora" in k for k in weights) and weights["head.weight"].shape == (10, 192)
 
 
 @pytest.mark.parametrize("strategy", ["adapter", "prompt"])
 def test_strategies_without_a_timm_counterpart_refuse_to_export(strategy, tmp_path):
-    module = FineTune("vit_tiny_patch16_224", num_classes=10, strategy=strategy, img_size=16, patch_size=4,
-                      backbone_kwargs={"depth": 1})
-    fit(module, tmp_path, epochs=1, data=ImageDataModule(image_size=16, batch_size=32, num_workers=0,
-                                                           train_subset=32, val_subset=32), checkpoint=True)
+    module = FineTune(
+        "vit_tiny_patch16_224",
+        num_classes=10,
+        strategy=strategy,
+        img_size=16,
+        patch_size=4,
+        backbone_kwargs={"depth": 1},
+    )
+    fit(
+        module,
+        tmp_path,
+        epochs=1,
+        data=ImageDataModule(image_size=16, batch_size=32, num_workers=0, train_subset=32, val_subset=32),
+        checkpoint=True,
+    )
     with pytest.raises(NotExportable, match="not part of timm's VisionTransformer"):
         export_finetuned(tmp_path / "finetuned.ckpt", tmp_path / "export")
 
 
 def test_wrong_number_of_classes_is_a_clear_error(tmp_path):
-    module = FineTune("vit_tiny_patch16_224", num_classes=7, img_size=16, patch_size=4, backbone_kwargs={"depth": 1})
-    with pytest.raises(ValueError, match="the data has 10 classes but the classification head has num_classes=7"):
+    module = FineTune(
+        "vit_tiny_patch16_224", num_classes=7, img_size=16, patch_size=4, backbone_kwargs={"depth": 1}
+    )
+    with pytest.raises(
+        ValueError, match="the data has 10 classes but the classification head has num_classes=7"
+    ):
         fit(module, tmp_path, epochs=1)
 
 
 def test_mixup_cutmix_and_label_smoothing_train(tmp_path):
-    module = FineTune("vit_tiny_patch16_224", num_classes=10, img_size=16, patch_size=4, backbone_kwargs={"depth": 1},
-                      mixup=0.8, cutmix=1.0, label_smoothing=0.1)
-    trainer = fit(module, tmp_path, epochs=1, data=ImageDataModule(image_size=16, batch_size=32, num_workers=0,
-                                                                     train_subset=64, val_subset=32))
+    module = FineTune(
+        "vit_tiny_patch16_224",
+        num_classes=10,
+        img_size=16,
+        patch_size=4,
+        backbone_kwargs={"depth": 1},
+        mixup=0.8,
+        cutmix=1.0,
+        label_smoothing=0.1,
+    )
+    trainer = fit(
+        module,
+        tmp_path,
+        epochs=1,
+        data=ImageDataModule(image_size=16, batch_size=32, num_workers=0, train_subset=64, val_subset=32),
+    )
     assert torch.isfinite(trainer.logged_metrics["train/loss_epoch"])
     assert {"val/top1", "val/top5"} <= set(trainer.logged_metrics)
 
@@ -110,7 +170,7 @@ def write_segmentation_folder(root, n=6, size=24):
         (root / split / "masks").mkdir(parents=True)
         for i in range(n):
             mask = np.zeros((size, size), np.uint8)
-            mask[:, size // 2:] = 1  # right half is class 1
+            mask[:, size // 2 :] = 1  # right half is class 1
             mask[0, 0] = 255  # an ignored pixel
             image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
             image[mask == 1] += 150
@@ -122,10 +182,21 @@ def write_segmentation_folder(root, n=6, size=24):
 def test_segmentation_fast_dev_run_through_the_cli(tmp_path, monkeypatch):
     root = write_segmentation_folder(tmp_path / "seg")
     monkeypatch.chdir(tmp_path)
-    cli = run(["fit", "-c", str(REPO / "configs/finetune/segmentation_vit_tiny.yaml"), "--trainer.fast_dev_run=true",
-               "--model.init_args.backbone=vit_tiny_patch16_224", "--model.init_args.patch_size=4",
-               "--model.init_args.backbone_kwargs={depth: 1}", f"--data.init_args.root={root}",
-               "--data.init_args.batch_size=2", "--data.init_args.num_workers=0", "--trainer.accelerator=cpu"])
+    cli = run(
+        [
+            "fit",
+            "-c",
+            str(REPO / "configs/finetune/segmentation_vit_tiny.yaml"),
+            "--trainer.fast_dev_run=true",
+            "--model.init_args.backbone=vit_tiny_patch16_224",
+            "--model.init_args.patch_size=4",
+            "--model.init_args.backbone_kwargs={depth: 1}",
+            f"--data.init_args.root={root}",
+            "--data.init_args.batch_size=2",
+            "--data.init_args.num_workers=0",
+            "--trainer.accelerator=cpu",
+        ]
+    )
     assert cli.trainer.global_step == 1 and cli.model.task == "segmentation"
     logits = cli.model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 2, 32, 32)
@@ -136,8 +207,18 @@ def test_segmentation_fast_dev_run_through_the_cli(tmp_path, monkeypatch):
 def test_classification_configs_run_one_step(name, tiny_runs, tmp_path, monkeypatch):
     export_dir = export(tiny_runs["simclr"]["run_dir"] / "checkpoints" / "last.ckpt", tmp_path / "export")
     monkeypatch.chdir(tmp_path)
-    cli = run(["fit", "-c", str(REPO / f"configs/finetune/cifar10_vit_tiny_{name}.yaml"), "--trainer.fast_dev_run=true",
-               f"--model.init_args.backbone={export_dir}", "--data.init_args.source=digits",
-               "--data.init_args.image_size=16", "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
-               "--trainer.accelerator=cpu"])
+    cli = run(
+        [
+            "fit",
+            "-c",
+            str(REPO / f"configs/finetune/cifar10_vit_tiny_{name}.yaml"),
+            "--trainer.fast_dev_run=true",
+            f"--model.init_args.backbone={export_dir}",
+            "--data.init_args.source=digits",
+            "--data.init_args.image_size=16",
+            "--data.init_args.batch_size=8",
+            "--data.init_args.num_workers=0",
+            "--trainer.accelerator=cpu",
+        ]
+    )
     assert cli.trainer.global_step == 1 and cli.model.strategy.name == name

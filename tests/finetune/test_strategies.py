@@ -11,8 +11,15 @@ from selfsup.finetune.lora import LoRALinear, merge_lora
 
 def vit(strategy, depth=4, **kwargs):
     L.seed_everything(0)
-    return FineTune("vit_tiny_patch16_224", num_classes=10, strategy=strategy, img_size=16, patch_size=4,
-                    backbone_kwargs={"depth": depth}, **kwargs)
+    return FineTune(
+        "vit_tiny_patch16_224",
+        num_classes=10,
+        strategy=strategy,
+        img_size=16,
+        patch_size=4,
+        backbone_kwargs={"depth": depth},
+        **kwargs,
+    )
 
 
 def trainable(module):
@@ -28,22 +35,35 @@ def test_exact_trainable_sets_per_strategy():
     assert trainable(full) == names(full)
     assert trainable(vit("linear")) == set()
     partial = vit(Partial(blocks=2))
-    assert trainable(partial) == {n for n in names(partial) if n.startswith(("blocks.2.", "blocks.3.", "norm."))}
+    assert trainable(partial) == {
+        n for n in names(partial) if n.startswith(("blocks.2.", "blocks.3.", "norm."))
+    }
     bitfit = vit("bitfit")
     assert trainable(bitfit) == {n for n in names(bitfit) if n.endswith("bias")} and trainable(bitfit)
     lora = vit("lora")
     assert trainable(lora) == {f"blocks.{i}.attn.qkv.lora_{x}" for i in range(4) for x in "AB"}
     adapter = vit("adapter")
-    assert trainable(adapter) == {n for n in names(adapter) if ".adapter." in n} and len(trainable(adapter)) == 4 * 2 * 4
+    assert (
+        trainable(adapter) == {n for n in names(adapter) if ".adapter." in n}
+        and len(trainable(adapter)) == 4 * 2 * 4
+    )
     assert trainable(vit("prompt")) == {"prompt_tokens"}
     for module in (full, partial, bitfit, lora, adapter):
         assert all(p.requires_grad for p in module.head.parameters())
 
 
 def test_trainable_share_of_parameter_efficient_strategies_on_vit_tiny():
-    shares = {name: vit(name, depth=12).trainable_summary()["share"] for name in ("lora", "bitfit", "prompt", "adapter")}
+    shares = {
+        name: vit(name, depth=12).trainable_summary()["share"]
+        for name in ("lora", "bitfit", "prompt", "adapter")
+    }
     # measured (ViT-Tiny, 10-class linear head): lora 1.39 %, bitfit 0.52 %, prompt 0.07 %, adapter 4.09 %
-    assert shares["lora"] < 0.05 and shares["bitfit"] < 0.05 and shares["prompt"] < 0.01 and shares["adapter"] < 0.06
+    assert (
+        shares["lora"] < 0.05
+        and shares["bitfit"] < 0.05
+        and shares["prompt"] < 0.01
+        and shares["adapter"] < 0.06
+    )
     assert vit("full", depth=12).trainable_summary()["share"] == 1.0
 
 
@@ -63,14 +83,23 @@ def test_every_trainable_parameter_gets_a_gradient_and_frozen_weights_stay(strat
     assert all(n.endswith("lora_A") or ".adapter.down." in n for n in zero), zero
     module.zero_grad()
     data = ImageDataModule(image_size=16, batch_size=32, num_workers=0, train_subset=64, val_subset=32)
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, data)
     for name, p in module.named_parameters():
         if p.requires_grad:
             continue
         assert torch.equal(p.detach(), before[name]), f"frozen {name} changed"
-    unchanged = [n for n, p in module.named_parameters() if p.requires_grad and torch.equal(p.detach(), before[n])]
+    unchanged = [
+        n for n, p in module.named_parameters() if p.requires_grad and torch.equal(p.detach(), before[n])
+    ]
     assert unchanged == [], "trainable but not trained"
 
 
@@ -96,12 +125,18 @@ def test_layer_wise_decay_numbers():
     assert scale[id(named["norm.weight"])] == 1.0
     # and in the optimiser a fit builds: group lr = base lr x scale (x global batch / 256)
     data = ImageDataModule(image_size=16, batch_size=64, num_workers=0, train_subset=64, val_subset=16)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, data)
     lr = module.optim.base_lr * 64 / 256
     initial = {round(g["initial_lr"] / lr, 6) for g in trainer.optimizers[0].param_groups}
-    assert initial == {round(decay ** k, 6) for k in range(depth + 2)}
+    assert initial == {round(decay**k, 6) for k in range(depth + 2)}
 
 
 def test_lora_merge_keeps_outputs():
@@ -134,9 +169,14 @@ def test_resnet50_as_in_the_seed_documents():
     assert trainable_names and all(n.startswith("layer4.") for n in trainable_names)
 
 
-@pytest.mark.parametrize(("strategy", "message"), [("lora", "LoRA applies to the attention projections"),
-                                                   ("adapter", "applies to Vision Transformers"),
-                                                   ("prompt", "applies to Vision Transformers")])
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        ("lora", "LoRA applies to the attention projections"),
+        ("adapter", "applies to Vision Transformers"),
+        ("prompt", "applies to Vision Transformers"),
+    ],
+)
 def test_strategies_that_do_not_apply_to_a_cnn_say_so(strategy, message):
     with pytest.raises(ValueError, match=message):
         FineTune("resnet18", num_classes=3, strategy=strategy)

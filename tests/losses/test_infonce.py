@@ -14,8 +14,10 @@ def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tor
     total = 0.0
     for i in range(n2):
         j = (i + half) % n2
+
         def sim(a, b):
             return torch.dot(views[a], views[b]) / (views[a].norm() * views[b].norm())
+
         numerator = torch.exp(sim(i, j) / temperature)
         denominator = sum(torch.exp(sim(i, k) / temperature) for k in range(n2) if k != i)
         total = total - torch.log(numerator / denominator)

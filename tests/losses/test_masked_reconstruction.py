@@ -49,7 +49,9 @@ def test_norm_pix_target_is_scale_and_shift_invariant():
     pred = torch.randn(1, 4, 16, generator=g)
     mask = torch.ones(1, 4)
     loss = MaskedReconstructionLoss()
-    torch.testing.assert_close(loss(pred, target, mask), loss(pred, 5 * target + 2, mask), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        loss(pred, target, mask), loss(pred, 5 * target + 2, mask), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_shape_errors():

@@ -26,7 +26,11 @@ def test_shapes_and_every_trainable_parameter_gets_a_gradient():
     loss = model.criterion(pred, target, mask)
     assert torch.isfinite(loss)
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert missing == []  # so DDP needs no find_unused_parameters
     assert not any(n.endswith("pos_embed") for n, _ in model.decoder.named_parameters())  # fixed sine-cosine
 
@@ -89,13 +93,23 @@ def test_reconstruction_grid_png_has_the_expected_size(tmp_path):
     model = tiny()
     data = ImageDataModule(image_size=32, batch_size=16, num_workers=0, train_subset=32, val_subset=16)
     callback = ReconstructionGrid(every_n_epochs=1, num_images=4)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, default_root_dir=tmp_path, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[callback])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[callback],
+    )
     trainer.fit(model, data)
     assert len(callback.paths) == 1 and callback.paths[0].name == "epoch_000.png"
     image = Image.open(callback.paths[0])
     side = 32 * 3  # 32-px images are enlarged 3x (nearest) to at least 96 px
-    assert image.size == (4 * (side + 2) + 2, 3 * (side + 2) + 2)  # 4 columns; original / masked / reconstruction
+    assert image.size == (
+        4 * (side + 2) + 2,
+        3 * (side + 2) + 2,
+    )  # 4 columns; original / masked / reconstruction
     assert image.mode == "RGB"
 
 
@@ -104,8 +118,9 @@ def test_switching_class_path_from_simclr_to_mae_changes_nothing_else():
     mae = yaml.safe_load((REPO / "configs/mae/vit_tiny_cifar10.yaml").read_text())
     assert mae["data"] == simclr["data"]
     encoder_keys = ("encoder", "patch_size", "encoder_kwargs")
-    assert {k: mae["model"]["init_args"].get(k) for k in encoder_keys} == \
-        {k: simclr["model"]["init_args"].get(k) for k in encoder_keys}
+    assert {k: mae["model"]["init_args"].get(k) for k in encoder_keys} == {
+        k: simclr["model"]["init_args"].get(k) for k in encoder_keys
+    }
     for key in ("accelerator", "devices", "precision"):
         assert mae["trainer"][key] == simclr["trainer"][key]
 
@@ -113,9 +128,18 @@ def test_switching_class_path_from_simclr_to_mae_changes_nothing_else():
 def test_cli_fast_dev_run_of_the_mae_config(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=4, size=32)
     monkeypatch.chdir(tmp_path)
-    cli = run(["fit", "-c", str(REPO / "configs/mae/vit_tiny_cifar10.yaml"), "--trainer.fast_dev_run=true",
-                f"--data.init_args.root={root}", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
-                "--trainer.accelerator=cpu"])
+    cli = run(
+        [
+            "fit",
+            "-c",
+            str(REPO / "configs/mae/vit_tiny_cifar10.yaml"),
+            "--trainer.fast_dev_run=true",
+            f"--data.init_args.root={root}",
+            "--data.init_args.batch_size=4",
+            "--data.init_args.num_workers=0",
+            "--trainer.accelerator=cpu",
+        ]
+    )
     assert isinstance(cli.model, MAE) and cli.trainer.global_step == 1
     assert len(cli.model.encoder.blocks) == 12 and cli.model.image_size == 32
     pngs = list(Path(tmp_path).rglob("reconstructions/*.png"))

@@ -10,8 +10,14 @@ from selfsup.optim import OptimConfig
 
 
 def tiny(**kwargs):
-    defaults = dict(encoder="vit_tiny_patch16_224", img_size=16, patch_size=8, encoder_kwargs={"depth": 2},
-                    projection_hidden_dim=32, projection_dim=16)
+    defaults = dict(
+        encoder="vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=8,
+        encoder_kwargs={"depth": 2},
+        projection_hidden_dim=32,
+        projection_dim=16,
+    )
     return SimCLR(**{**defaults, **kwargs})
 
 
@@ -22,7 +28,11 @@ def test_every_trainable_parameter_gets_a_gradient():
     loss = model.criterion(z1, z2)
     assert torch.isfinite(loss)
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)
+    ]
     assert missing == []
     assert z1.shape == (4, 16)
 
@@ -58,8 +68,14 @@ def test_fit_logs_scales_lr_and_writes_a_weights_only_checkpoint(tmp_path):
     L.seed_everything(0)
     model = tiny(optim=OptimConfig(base_lr=1e-3, warmup_epochs=1))
     data = ImageDataModule(image_size=16, batch_size=64, num_workers=0, train_subset=256)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=L.pytorch.loggers.CSVLogger(tmp_path),
-                        default_root_dir=tmp_path, enable_progress_bar=False, log_every_n_steps=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        log_every_n_steps=1,
+    )
     trainer.fit(model, data)
     assert trainer.global_step == 8
     metrics = trainer.logged_metrics
@@ -79,7 +95,11 @@ def test_fit_logs_scales_lr_and_writes_a_weights_only_checkpoint(tmp_path):
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
     meta = checkpoint["selfsup"]
-    assert meta["method"] == "simclr" and meta["encoder"]["img_size"] == 16 and meta["encoder"]["patch_size"] == 8
+    assert (
+        meta["method"] == "simclr"
+        and meta["encoder"]["img_size"] == 16
+        and meta["encoder"]["patch_size"] == 8
+    )
     assert meta["encoder"]["model_args"]["depth"] == 2
     assert checkpoint["hyper_parameters"]["optim"]["base_lr"] == 1e-3
     # and the module can be rebuilt from it
