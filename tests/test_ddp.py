@@ -1,6 +1,7 @@
 """Lightning's DDP on CPU processes (gloo): the methods train the same as one process holding the
 global batch, MAE needs no find_unused_parameters, and the real CLI runs under torchrun."""
 
+import multiprocessing
 import os
 import shutil
 import socket
@@ -179,6 +180,7 @@ def test_streaming_shards_every_sample_exactly_once_over_two_ranks(tmp_path):
             (subset / split / folder.name).mkdir(parents=True)
             for image in sorted(folder.iterdir())[:per_class]:
                 shutil.copy(image, subset / split / folder.name / image.name)
+    start_method = multiprocessing.get_start_method()
     manifest = run(
         [
             "data",
@@ -192,6 +194,8 @@ def test_streaming_shards_every_sample_exactly_once_over_two_ranks(tmp_path):
         ]
     )
     assert manifest["splits"] == {"train": 200, "val": 40} and len(manifest["classes"]) == 10
+    # litdata forces the start method to spawn; optimize_folder puts the caller's back
+    assert multiprocessing.get_start_method() == start_method
     mp.start_processes(
         stream_worker,
         args=(free_port(), str(tmp_path / "stream"), str(tmp_path)),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -74,15 +75,21 @@ def optimize_folder(
             continue
         classes, samples = scan_folder(split_dir, classes)
         inputs = [(i, path, label) for i, (path, label) in enumerate(samples)]
-        litdata.optimize(
-            fn=_Encoder(image_size, fmt, quality),
-            inputs=inputs,
-            output_dir=str(dst / split),
-            chunk_bytes=chunk_bytes,
-            num_workers=max(1, num_workers),
-            verbose=False,
-            reorder_files=False,
-        )
+        # litdata.optimize sets the process-wide multiprocessing start method (to spawn); put the
+        # caller's back, or every DataLoader this process makes afterwards re-imports torch per worker.
+        start_method = multiprocessing.get_start_method(allow_none=True)
+        try:
+            litdata.optimize(
+                fn=_Encoder(image_size, fmt, quality),
+                inputs=inputs,
+                output_dir=str(dst / split),
+                chunk_bytes=chunk_bytes,
+                num_workers=max(1, num_workers),
+                verbose=False,
+                reorder_files=False,
+            )
+        finally:
+            multiprocessing.set_start_method(start_method, force=True)
         manifest["splits"][split] = len(samples)
     manifest["classes"] = classes
     (dst / MANIFEST).write_text(json.dumps(manifest, indent=2))

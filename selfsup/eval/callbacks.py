@@ -52,7 +52,7 @@ def encoder_knn_top1(
 class KNNReport(Callback):
     """At the end of ``fit``: kNN top-1 on the held-out split of the encoder as it was initialised and
     as trained, printed as a table, logged (``knn/top1_init``, ``knn/top1_trained``) and written to
-    ``knn_report.json`` in the run folder. The proof that pretraining learned something.
+    ``knn_report.json`` in the run folder (when the trainer has a logger). The proof that pretraining learned something.
 
     Args:
         k: neighbours.
@@ -77,6 +77,11 @@ class KNNReport(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self.initial_state is None or trainer.datamodule is None:
             return
+        # Finish Lightning's rich progress bar first (rich's Progress.stop is idempotent), so that the
+        # evaluation and the table print below the final training bar instead of above it.
+        progress = getattr(trainer.progress_bar_callback, "progress", None)
+        if progress is not None and callable(getattr(progress, "stop", None)):
+            progress.stop()
         pool = self.pool or pl_module.default_pool
         initial = copy.deepcopy(pl_module.encoder)
         initial.load_state_dict(self.initial_state)
@@ -112,7 +117,7 @@ class KNNReport(Callback):
         Console().print(table)
         for logger in trainer.loggers:
             logger.log_metrics({f"knn/{k}": v for k, v in self.results.items()}, step=trainer.global_step)
-        if trainer.log_dir:
+        if trainer.logger is not None and trainer.log_dir:  # no logger: no run folder to write into
             report = dict(
                 self.results,
                 k=self.k,
