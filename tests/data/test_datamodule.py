@@ -127,5 +127,5 @@ def test_prepare_data_downloads_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(datamodule, "download_torchvision", lambda source, root: calls.append((source, root)))
     ImageDataModule("cifar10", str(tmp_path)).prepare_data()
     assert calls == []
-    ImageDataModule("cifar10", str(tmp_path), download=True).prepare_data()
+    ImageDataModule("cifar10", str(tmp_path), download=True).prepare_data()  # mocked above: offline
     assert calls == [("cifar10", str(tmp_path))]
