@@ -1,13 +1,19 @@
-"""Shared test helpers: the shared data location and tiny image folders written by tests."""
+"""Shared test helpers: the shared data location, tiny image folders written by tests, and a plain-timm
+subprocess that loads an export without importing selfsup."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -47,3 +53,37 @@ def write_image_folder(
                 ext = "png" if i % 2 else "jpg"
                 Image.fromarray(arr).save(folder / f"{i}.{ext}")
     return root
+
+
+PLAIN_TIMM = textwrap.dedent("""
+    import sys
+    import timm
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    export_dir, inputs, outputs = sys.argv[1:]
+    model = timm.create_model(f"local-dir:{export_dir}", pretrained=True).eval()
+    with torch.no_grad():
+        features = model(load_file(inputs)["x"])
+    save_file({"features": features.contiguous()}, outputs)
+    assert not any(name == "selfsup" or name.startswith("selfsup.") for name in sys.modules), "selfsup was imported"
+    print(type(model).__name__, model.global_pool, tuple(features.shape))
+""")
+
+
+def run_in_plain_timm(export_dir: Path, x: torch.Tensor, work: Path) -> tuple[torch.Tensor, str]:
+    """Loads ``export_dir`` with ``timm.create_model("local-dir:...")`` in a fresh Python process
+    that must not import selfsup, runs it on ``x``; returns its output and what it printed
+    (class name, pooling, output shape)."""
+    inputs, outputs, script = work / "x.safetensors", work / "y.safetensors", work / "plain_timm.py"
+    save_file({"x": x}, inputs)
+    script.write_text(PLAIN_TIMM)
+    result = subprocess.run(
+        [sys.executable, str(script), str(export_dir), str(inputs), str(outputs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return load_file(outputs)["features"], result.stdout

@@ -2,33 +2,16 @@
 exports and checkpoints, and refuses the wrong ones with errors that name the file."""
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from selfsup.checkpoint import CheckpointError
 from selfsup.cli import run
 from selfsup.export import export, load_encoder
-
-PLAIN_TIMM = textwrap.dedent("""
-    import sys
-    import timm
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    export_dir, inputs, outputs = sys.argv[1:]
-    model = timm.create_model(f"local-dir:{export_dir}", pretrained=True).eval()
-    with torch.no_grad():
-        features = model(load_file(inputs)["x"])
-    save_file({"features": features.contiguous()}, outputs)
-    assert not any(name == "selfsup" or name.startswith("selfsup.") for name in sys.modules), "selfsup was imported"
-    print(type(model).__name__, model.global_pool, tuple(features.shape))
-""")
+from tests.helpers import run_in_plain_timm
 
 
 @pytest.mark.parametrize("method", ["simclr", "mae"])
@@ -37,28 +20,12 @@ def test_round_trip_in_plain_timm_without_selfsup(tiny_runs, tmp_path, method):
     checkpoint = run_info["run_dir"] / "checkpoints" / "last.ckpt"
     out = export(checkpoint, tmp_path / "export")
     x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    save_file({"x": x}, tmp_path / "x.safetensors")
-    script = tmp_path / "plain_timm.py"
-    script.write_text(PLAIN_TIMM)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(out),
-            str(tmp_path / "x.safetensors"),
-            str(tmp_path / "y.safetensors"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    features, printed = run_in_plain_timm(out, x, tmp_path)
     expected_pool = "token" if method == "simclr" else "avg"
-    assert f"VisionTransformer {expected_pool} (5, 192)" in result.stdout
+    assert f"VisionTransformer {expected_pool} (5, 192)" in printed
     with torch.no_grad():
         reference = run_info["module"].features(x)
-    assert (load_file(tmp_path / "y.safetensors")["features"] - reference).abs().max().item() <= 1e-6
+    assert (features - reference).abs().max().item() <= 1e-6
 
 
 @pytest.mark.parametrize("method", ["simclr", "mae"])

@@ -1,13 +1,11 @@
 import json
-import subprocess
-import sys
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from selfsup import FineTune, ImageDataModule
 from selfsup.cli import run
@@ -15,8 +13,7 @@ from selfsup.export import export
 from selfsup.finetune import LoRA, NotExportable
 from selfsup.finetune.export import export_finetuned
 from selfsup.finetune.lora import LoRALinear
-from tests.helpers import REPO
-from tests.test_export import PLAIN_TIMM
+from tests.helpers import REPO, run_in_plain_timm
 
 
 def fit(module, tmp_path, epochs, data=None, checkpoint=False):
@@ -85,28 +82,11 @@ def test_lora_finetune_exports_merged_and_loads_in_plain_timm(tiny_runs, tmp_pat
     meta = json.loads((out / "selfsup.json").read_text())
     assert meta["method"] == "finetune" and meta["strategy"]["name"] == "lora" and meta["num_classes"] == 10
     x = torch.randn(4, 3, 16, 16)
-    save_file({"x": x}, tmp_path / "x.safetensors")
-    script = tmp_path / "plain.py"
-    script.write_text(PLAIN_TIMM)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(out),
-            str(tmp_path / "x.safetensors"),
-            str(tmp_path / "y.safetensors"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    features, _ = run_in_plain_timm(out, x, tmp_path)
     module.eval()
     with torch.no_grad():
         expected = module(x)
-    torch.testing.assert_close(
-        load_file(tmp_path / "y.safetensors")["features"], expected, atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
     weights = load_file(out / "model.safetensors")
     assert not any("lora" in k for k in weights) and weights["head.weight"].shape == (10, 192)
 
