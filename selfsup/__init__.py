@@ -1,19 +1,60 @@
-"""selfsup: self-supervised pretraining of Vision Transformers on PyTorch Lightning."""
+"""selfsup: self-supervised pretraining of Vision Transformers on PyTorch Lightning.
 
-from selfsup.data import ImageDataModule
-from selfsup.encoders import create_encoder
-from selfsup.finetune import FineTune
-from selfsup.methods import MAE, METHODS, PretrainModule, SimCLR
+The names below load on first use, so ``import selfsup.losses`` (or any light submodule) does not
+pull in Lightning, Kornia, matplotlib or torchmetrics.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-__all__ = [
-    "MAE",
-    "METHODS",
-    "FineTune",
-    "ImageDataModule",
-    "PretrainModule",
-    "SimCLR",
-    "__version__",
-    "create_encoder",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "ImageDataModule": "selfsup.data.datamodule",
+    "create_encoder": "selfsup.encoders.vit",
+    "FineTune": "selfsup.finetune.module",
+    "PretrainModule": "selfsup.methods.base",
+    "SimCLR": "selfsup.methods.simclr",
+    "MAE": "selfsup.methods.mae",
+    "DINO": "selfsup.methods.dino",
+    "MoCoV3": "selfsup.methods.mocov3",
+    "Distill": "selfsup.methods.distill",
+    "METHODS": "selfsup.methods",
+    "load_encoder": "selfsup.export",
+    "export": "selfsup.export",
+    "load_checkpoint": "selfsup.contract",
+    "CheckpointError": "selfsup.contract",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'selfsup' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from selfsup.contract import CheckpointError, load_checkpoint
+    from selfsup.data.datamodule import ImageDataModule
+    from selfsup.encoders.vit import create_encoder
+    from selfsup.export import export, load_encoder
+    from selfsup.finetune.module import FineTune
+    from selfsup.methods import METHODS
+    from selfsup.methods.base import PretrainModule
+    from selfsup.methods.dino import DINO
+    from selfsup.methods.distill import Distill
+    from selfsup.methods.mae import MAE
+    from selfsup.methods.mocov3 import MoCoV3
+    from selfsup.methods.simclr import SimCLR

@@ -1,15 +1,15 @@
-"""Writing and reading training checkpoints: atomic saves, safe loads.
+"""Writing training checkpoints atomically, loading them safely, and resuming exactly.
 
 Saves go to a temporary file in the target folder, are flushed to disk, and replace the target in
 one ``os.replace``: a crash or a kill during a save leaves the previous checkpoint intact, never a
-truncated one. Loads use ``torch.load(weights_only=True)``, which refuses pickled code.
+truncated one. Loads use ``torch.load(weights_only=True)``, which refuses pickled code. What a
+checkpoint records about itself, and reading it back, is ``selfsup.contract``.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -25,11 +25,21 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from selfsup import distributed
-from selfsup.methods.base import CHECKPOINT_KEY
+from selfsup._lightning import batches_done_in_epoch
+from selfsup.contract import CheckpointError, load_checkpoint
+from selfsup.export import epochs_trained
 
-
-class CheckpointError(ValueError):
-    """A file that is not a usable selfsup checkpoint; the message names the file and the problem."""
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "ExactResume",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "epochs_trained",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
@@ -82,49 +92,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         )
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a selfsup training checkpoint safely.
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointError: the file is truncated, not a PyTorch checkpoint, holds pickled objects
-            other than tensors and plain containers (refused, never executed), or was not written by
-            selfsup.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist.")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"'{path}' holds pickled objects other than tensors and plain containers; selfsup loads "
-            f"checkpoints with torch.load(weights_only=True) and refuses to execute them ({str(err).splitlines()[0]}). "
-            "Only load checkpoints from sources you trust, and re-save them as plain state dicts."
-        ) from None
-    except Exception as err:  # truncated zip, plain text, random bytes: torch raises many types
-        raise CheckpointError(
-            f"'{path}' is not a readable PyTorch checkpoint (truncated or not a checkpoint: "
-            f"{str(err).splitlines()[0]}). Re-save it, or use an earlier checkpoint such as last.ckpt."
-        ) from None
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
-        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(
-            f"'{path}' is not a selfsup training checkpoint (expected the keys 'state_dict' and "
-            f"'{CHECKPOINT_KEY}', found {keys}). Pass a checkpoint written by `selfsup fit`, or an export folder."
-        )
-    return checkpoint
-
-
-def epochs_trained(checkpoint: dict[str, Any]) -> int:
-    """Training epochs whose batches were all processed when ``checkpoint`` was written (Lightning's
-    ``epoch`` field is the index of the epoch in progress, one less at the end of an epoch)."""
-    try:
-        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
-    except (KeyError, TypeError):
-        return int(checkpoint.get("epoch", 0))
-
-
 def rng_state() -> dict[str, Any]:
     """This process's random states, as tensors and plain lists (loadable with ``weights_only=True``)."""
     np_state = np.random.get_state()
@@ -175,7 +142,7 @@ class ExactResume(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
+        progress = batches_done_in_epoch(trainer)
         return {
             "ranks": distributed.gather_object(rng_state()),
             "epoch": trainer.current_epoch if trainer is not None else 0,

@@ -1,158 +1,167 @@
 """The ``selfsup`` command.
 
-``selfsup probe CKPT|RUN_DIR ...`` and ``selfsup export CKPT --out DIR`` evaluate and export
-checkpoints (see ``selfsup.commands``).
-
 ``selfsup fit|validate|test|predict -c CONFIG [--section.key value ...]`` is LightningCLI: every
 typed constructor argument of the model, the data and the trainer is settable from YAML or the
 command line, ``--print_config`` shows the resolved configuration, and the resolved configuration is
-saved as ``config.yaml`` beside the logs of every run.
+saved as ``config.yaml`` beside the logs of every run. The other subcommands (``COMMANDS``) evaluate,
+export, compress and look at checkpoints and data.
+
+Errors in what the user typed (a bad value, a missing file, a wrong checkpoint) end with one line,
+``selfsup: error: ...``, and exit status 1 (2 for an unparsable command line); ``--debug`` or
+``SELFSUP_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
-
-import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-from selfsup.checkpoint import ExactResume
+from typing import NamedTuple
 
 RUN_ROOT = "runs"
+DEBUG_FLAG = "--debug"
+PROGRESS_REFRESH_STEPS = 10
 
 
-class SelfSupCLI(LightningCLI):
-    """LightningCLI with selfsup's defaults: a ``checkpoint`` section (``last.ckpt`` and the best
-    checkpoint by the monitored metric), the image size set once in ``data`` and linked to the model,
-    CSV logs under ``runs/``, and atomic checkpoint writes."""
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.save_last": True,
-                "checkpoint.monitor": "train/loss_epoch",
-                "checkpoint.mode": "min",
-                "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
-                "checkpoint.save_top_k": 1,
-            }
-        )
-        # one image size for data, augmentation and encoder (a model without img_size ignores it)
-        parser.link_arguments("data.init_args.image_size", "model.init_args.img_size")
-
-    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
-        # `trainer.enable_checkpointing: false` turns off the checkpoint section's ModelCheckpoint too
-        if config.get("enable_checkpointing") is False:
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        return super()._instantiate_trainer(config, callbacks)
-
-    def before_instantiate_classes(self) -> None:
-        """``fit --ckpt_path last`` resumes from the newest ``last.ckpt`` of this config's runs
-        (``<save_dir>/<name>/version_*/checkpoints/last.ckpt``). The resumed run logs to a new
-        version folder, so nothing of the interrupted one is overwritten."""
-        if self.subcommand != "fit" or self.config["fit"].get("ckpt_path") != "last":
-            return
-        config = self.config["fit"]
-        logger = config.trainer.logger
-        init_args = getattr(logger, "init_args", None)
-        save_dir = getattr(init_args, "save_dir", None) or config.trainer.default_root_dir or "."
-        name = getattr(init_args, "name", None) or "lightning_logs"
-        run_root = Path(save_dir) / name
-        found = [
-            p for p in run_root.glob("version_*/checkpoints/last.ckpt") if p.parent.parent.name[8:].isdigit()
-        ]
-        if not found:
-            raise SystemExit(
-                f"--ckpt_path last: no checkpoint to resume under '{run_root}/version_*/checkpoints/last.ckpt'. "
-                "Start without --ckpt_path, or pass a checkpoint file."
-            )
-        latest = max(found, key=lambda p: int(p.parent.parent.name[8:]))
-        print(f"resuming from {latest}")
-        config.ckpt_path = str(latest)
+class Command(NamedTuple):
+    target: str  # "module:function" taking argv
+    summary: str
 
 
-def trainer_defaults() -> dict:
-    return {
-        "logger": {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": RUN_ROOT, "name": "default"},
-        },
-        "plugins": [{"class_path": "selfsup.checkpoint.AtomicCheckpointIO"}],
-        # appended to the config's callbacks (instances, as LightningCLI expects): random states and
-        # data position in checkpoints, for exact resume
-        "callbacks": [ExactResume()],
-    }
+# The registry of subcommands besides LightningCLI's: `selfsup --help` lists them from here.
+COMMANDS: dict[str, Command] = {
+    "probe": Command("selfsup.commands:probe_command", "kNN and linear-probe accuracy of checkpoints"),
+    "export": Command("selfsup.commands:export_command", "write a checkpoint as a folder plain timm loads"),
+    "compress": Command("selfsup.compress:compress_command", "int8, pruned and ONNX versions of an export"),
+    "attention": Command("selfsup.eval.attention:attention_command", "class-token attention maps as PNGs"),
+    "preview": Command("selfsup.augment.preview:preview_command", "a PNG of the augmented views a config makes"),
+    "data": Command("selfsup.commands:data_command", "data optimize: an ImageFolder as streaming chunks"),
+}
+LIGHTNING_COMMANDS: dict[str, str] = {
+    "fit": "train a method or a fine-tune from a config (-c CONFIG)",
+    "validate": "run the validation loop of a config",
+    "test": "run the test loop of a config",
+    "predict": "run the predict loop of a config",
+}
 
 
-def lightning_main(args: Sequence[str] | None = None) -> LightningCLI:
+def usage() -> str:
+    from selfsup.methods import METHODS
+
+    width = max(map(len, [*COMMANDS, *LIGHTNING_COMMANDS])) + 2
+    lines = [
+        "usage: selfsup COMMAND [ARGS]   (selfsup COMMAND --help for a command's options)",
+        "",
+        "Self-supervised pretraining of Vision Transformers on PyTorch Lightning.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}{text}" for name, text in LIGHTNING_COMMANDS.items()),
+        *(f"  {name:<{width}}{cmd.summary}" for name, cmd in COMMANDS.items()),
+        "",
+        "methods (model.class_path in a config):",
+        *(
+            f"  {'selfsup.' + entry.class_path.rsplit('.', 1)[1]:<{width + 8}}{entry.summary}"
+            for entry in METHODS.values()
+        ),
+        f"  {'selfsup.FineTune':<{width + 8}}fine-tune a backbone on labels (classification, segmentation, detection)",
+        "",
+        "options:",
+        f"  {DEBUG_FLAG:<{width}}show the Python traceback of an error (or set SELFSUP_DEBUG=1)",
+        "",
+        "Quick start: selfsup fit -c configs/quickstart.yaml",
+    ]
+    return "\n".join(lines)
+
+
+def _load(target: str) -> Callable[[Sequence[str]], object]:
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def lightning_main(args: Sequence[str] | None = None):
     """LightningCLI's subcommands; ``args=None`` reads ``sys.argv``."""
-    # augmentation lives in the module's on_after_batch_transfer by design; SSL methods have no validation_step
-    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-    warnings.filterwarnings("ignore", message=".*`val_dataloader` but have no `validation_step`.*")
-    # fine-tuning strategies are dataclasses chosen by class_path (selfsup.finetune.LoRA, ...)
-    from jsonargparse import set_parsing_settings
+    import warnings
 
-    from selfsup.finetune.strategies import Strategy
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    set_parsing_settings(subclasses_enabled=[Strategy])
-    try:
-        return SelfSupCLI(
-            model_class=L.LightningModule,
-            datamodule_class=L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            trainer_defaults=trainer_defaults(),
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            args=None if args is None else list(args),
-        )
-    except SIGTERMException:
-        # ExactResume saved last.ckpt after the step in progress: a clean, resumable stop
-        print(
-            "selfsup: stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last",
-            file=sys.stderr,
-        )
-        raise SystemExit(0) from None
+    from selfsup.lightning_cli import SelfSupCLI, cli_arguments
 
-
-def _probe(args: Sequence[str]) -> object:
-    from selfsup.commands import probe_command
-
-    return probe_command(args)
-
-
-def _export(args: Sequence[str]) -> object:
-    from selfsup.commands import export_command
-
-    return export_command(args)
-
-
-def _data(args: Sequence[str]) -> object:
-    from selfsup.commands import data_command
-
-    return data_command(args)
-
-
-COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {"probe": _probe, "export": _export, "data": _data}
+    with warnings.catch_warnings():
+        # augmentation lives in the module's on_after_batch_transfer by design; SSL methods have no
+        # validation_step. Scoped to the run: selfsup sets no process-wide warning filters.
+        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        warnings.filterwarnings("ignore", message=".*`val_dataloader` but have no `validation_step`.*")
+        # `selfsup` hands LightningCLI the arguments it read itself (without --debug)
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+        try:
+            return SelfSupCLI(**cli_arguments(args))
+        except SIGTERMException:
+            # ExactResume saved last.ckpt after the step in progress: a clean, resumable stop
+            print("selfsup: stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last", file=sys.stderr)
+            raise SystemExit(0) from None
 
 
 def run(argv: Sequence[str] | None = None) -> object:
-    """Run a ``selfsup`` subcommand and return what it built (the LightningCLI, a report...)."""
+    """Run a ``selfsup`` subcommand and return what it built (the LightningCLI, a report...).
+    Errors propagate (``main`` turns them into one line)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        return COMMANDS[args[0]](args[1:])
-    return lightning_main(None if argv is None else args)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        raise SystemExit(0 if args else 2)
+    if args[0] in COMMANDS:
+        return _load(COMMANDS[args[0]].target)(args[1:])
+    if args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
+        import difflib
+
+        close = difflib.get_close_matches(args[0], [*COMMANDS, *LIGHTNING_COMMANDS], n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise SystemExit(f"selfsup: error: unknown command '{args[0]}'.{hint} See `selfsup --help`.")
+    return lightning_main(args)
+
+
+def error_message(err: BaseException) -> str:
+    """The message a user needs, without the layers of wrapping jsonargparse and Lightning add."""
+    seen = set()
+    while err.__cause__ is not None and id(err) not in seen:  # the innermost cause is the real one
+        seen.add(id(err))
+        err = err.__cause__
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, (KeyError, FileNotFoundError, OSError)) and not text.startswith(type(err).__name__):
+        text = f"{text}" if isinstance(err, OSError) else f"{type(err).__name__}: {text}"
+    return text.splitlines()[0] if len(text.splitlines()) > 20 else text
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``selfsup`` console script (exit status 0 unless an error is raised)."""
-    run(argv)
+    """Entry point of the ``selfsup`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args or os.environ.get("SELFSUP_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != DEBUG_FLAG]
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print("selfsup: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except SystemExit:
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        from jsonargparse import ArgumentError
+
+        if isinstance(err, ArgumentError):  # the command line or config does not parse
+            from selfsup.lightning_cli import parser_error
+
+            print(f"selfsup: error: {parser_error(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        message = error_message(err)
+        print(f"(run with {DEBUG_FLAG} or SELFSUP_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"selfsup: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
     main()
+
+
+__all__ = ["COMMANDS", "RUN_ROOT", "main", "run"]

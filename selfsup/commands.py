@@ -53,6 +53,12 @@ def probe_command(argv: Sequence[str]):
         help="feature cache (default: $SELFSUP_CACHE or ~/.cache/selfsup)",
     )
     parser.add_argument("--device", type=str, default="auto")
+    parser.add_argument(
+        "--last_blocks",
+        type=int,
+        default=1,
+        help="concatenate the features of the last N blocks (DINO's linear evaluation: 4)",
+    )
     args = parser.parse_args(list(argv))
     data = asdict(DataOverrides(**args.data.as_dict())) if args.data else {}
     return probe(
@@ -65,6 +71,7 @@ def probe_command(argv: Sequence[str]):
         out=args.out,
         cache_dir=args.cache_dir,
         device=args.device,
+        last_blocks=args.last_blocks,
     )
 
 
@@ -80,7 +87,9 @@ def export_command(argv: Sequence[str]) -> Path:
             "config.json, model.safetensors (the encoder only) and selfsup.json (metadata)."
         ),
     )
-    parser.add_argument("checkpoint", help="a selfsup training checkpoint (.ckpt)")
+    parser.add_argument(
+        "checkpoint", help="a selfsup checkpoint (.ckpt): pretraining (exports the backbone) or fine-tune"
+    )
     parser.add_argument("--out", required=True, help="the export folder to write")
     parser.add_argument(
         "--pool",
@@ -109,17 +118,10 @@ def export_command(argv: Sequence[str]) -> Path:
                     "linear_top5": entry["linear_top5"],
                     "pool": entry["pool"],
                 }
-    from selfsup.checkpoint import load_checkpoint
-
-    if load_checkpoint(checkpoint)["selfsup"].get("method") == "finetune":
-        from selfsup.finetune.export import export_finetuned
-
-        out = export_finetuned(checkpoint, args.out, overwrite=args.overwrite)
-    else:
-        out = export(checkpoint, args.out, pool=args.pool, probe_scores=scores, overwrite=args.overwrite)
+    out = export(checkpoint, args.out, pool=args.pool, probe_scores=scores, overwrite=args.overwrite)
     print(
-        f"exported the encoder of {checkpoint} to {out}; load it with "
-        f"timm.create_model('local-dir:{out}', pretrained=True)"
+        f"exported {checkpoint} to {out}; load it with timm.create_model('local-dir:{out}', pretrained=True) "
+        f"or transformers.AutoModel.from_pretrained('{out}')"
     )
     return out
 

@@ -24,43 +24,49 @@ def rank() -> int:
 
 
 class _GatherWithGrad(torch.autograd.Function):
-    """``all_gather`` whose backward hands every rank the gradient of its own slice summed over all ranks.
+    """``all_gather`` into one tensor, whose backward hands every rank the gradient of its own slice
+    summed over all ranks, with one ``reduce_scatter``.
 
     Every rank uses the gathered tensor in its own loss, so the gradient reaching rank ``r``'s
     inputs must include the contributions of the losses computed on all other ranks. Returning only
     the local slice of the local gradient (what ``torch.distributed.nn.all_gather`` did before
-    PyTorch 2.2, and what several SSL libraries still do) silently drops them.
+    PyTorch 2.2, and what several SSL libraries still do) silently drops them. A reduce-scatter
+    moves half the bytes of the all-reduce of the whole ``[world * n, ...]`` gradient followed by a
+    slice, and it is one collective for everything gathered in one call.
     """
 
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        ctx.rank = dist.get_rank()
-        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, tensor.contiguous())
-        return tuple(gathered)
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.contiguous()
+        out = tensor.new_empty((dist.get_world_size() * tensor.shape[0], *tensor.shape[1:]))
+        dist.all_gather_into_tensor(out, tensor)
+        return out
 
     @staticmethod
-    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
-        stacked = torch.stack(grads)
-        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-        return stacked[ctx.rank]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        out = grad.new_empty((grad.shape[0] // dist.get_world_size(), *grad.shape[1:]))
+        dist.reduce_scatter_tensor(out, grad, op=dist.ReduceOp.SUM)
+        return out
 
 
 def gather(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` ([N, ...], the same N on every rank) from all ranks along dim 0,
-    with gradients flowing back to every rank. Returns ``tensor`` itself without a process group."""
+    """Concatenate ``tensor`` ([N, ...], the same N on every rank) from all ranks along dim 0, in
+    rank order, with gradients flowing back to every rank. Returns ``tensor`` itself without a
+    process group. Gather several tensors in one call by concatenating them first."""
     if not is_distributed():
         return tensor
-    return torch.cat(_GatherWithGrad.apply(tensor), dim=0)
+    return _GatherWithGrad.apply(tensor)
 
 
 def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from all ranks along dim 0 (no gradient; for features and labels)."""
     if not is_distributed():
         return tensor
-    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, tensor.contiguous())
-    return torch.cat(gathered, dim=0)
+    tensor = tensor.contiguous()
+    out = tensor.new_empty((dist.get_world_size() * tensor.shape[0], *tensor.shape[1:]))
+    dist.all_gather_into_tensor(out, tensor)
+    return out
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,14 +1,18 @@
-"""Training checkpoint → a folder that plain timm loads; and ``load_encoder`` for either.
+"""Checkpoint → a folder that plain timm (and Hugging Face transformers) load; ``load_encoder`` for
+either.
 
 An export folder holds:
     config.json        timm's model config: architecture, image and patch size, mean/std, pooling
-    model.safetensors  the encoder's weights only (no projection head, no decoder); no pickle
+    model.safetensors  the backbone's weights only (no projection head, no decoder, no student);
+                       no pickle
     selfsup.json       metadata: method, pretraining recipe, data, epochs, probe scores if known
 
-and loads anywhere with ``timm.create_model("local-dir:DIR", pretrained=True)``, without selfsup.
-Calling the model returns the pooled features (``num_classes=0``); the pooling recorded in the
-export is the method's default (class token for SimCLR, mean of patch tokens for MAE) unless
-chosen otherwise.
+and loads anywhere, without selfsup, with ``timm.create_model("local-dir:DIR", pretrained=True)``
+or ``transformers.AutoModel.from_pretrained(DIR)`` (a ``TimmWrapperModel``; its ``pooler_output``
+equals timm's output). Calling the timm model returns the pooled features (``num_classes=0``); the
+pooling recorded in the export is the method's declared default (class token for SimCLR and DINO,
+mean of patch tokens for MAE) unless chosen otherwise. The exported network is the method's
+declared backbone: the encoder, or the momentum teacher's encoder for DINO and MoCo v3.
 """
 
 from __future__ import annotations
@@ -22,50 +26,62 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from timm.models import save_for_hf
-from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
-from selfsup.checkpoint import CheckpointError, epochs_trained, load_checkpoint
-from selfsup.encoders import create_encoder
+from selfsup.contract import (
+    CheckpointError,
+    CheckpointMeta,
+    build_backbone,
+    load_checkpoint,
+    plain,
+    read_meta,
+)
 
 EXPORT_FILES = ("config.json", "model.safetensors")
 METADATA_FILE = "selfsup.json"
+EXPORT_FORMAT = 2
 
 
-def encoder_state_dict(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The ``encoder.*`` weights of a training checkpoint, with the prefix removed."""
-    state = {k[len("encoder.") :]: v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.")}
-    if not state:
-        raise CheckpointError(f"'{path}' has no encoder weights (no 'encoder.*' keys in its state_dict).")
-    return state
+def epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """Training epochs whose batches were all processed when ``checkpoint`` was written (Lightning's
+    ``epoch`` field is the index of the epoch in progress, one less at the end of an epoch)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0))
 
 
-def build_encoder(spec: dict[str, Any], pool: str | None = None, **model_kwargs: Any) -> VisionTransformer:
-    """The encoder described by a checkpoint's spec; with ``pool``, timm's ``global_pool`` is set so that
-    calling the model returns those features (``avg`` keeps the final norm before pooling).
-    ``model_kwargs`` (e.g. ``drop_path_rate``) go to timm."""
-    args = dict(spec["model_args"], **model_kwargs)
-    if pool is not None:
-        args["global_pool"] = pool
-        if pool == "avg":
-            args["fc_norm"] = False  # pooled = mean of normed tokens, exactly what selfsup's features are
-    return create_encoder(spec["name"], img_size=spec["img_size"], patch_size=spec["patch_size"], **args)
-
-
-def _check_expected(path: Path, spec: dict[str, Any], method: str | None, expected: dict[str, Any]) -> None:
-    if method is not None and spec.get("method") not in (None, method):
+def _check_expected(path: Path, found: dict[str, Any], method: str | None, expected: dict[str, Any]) -> None:
+    if method is not None and found.get("method") not in (None, method):
         raise CheckpointError(
-            f"'{path}' is a {spec.get('method')} checkpoint, but a {method} checkpoint was expected."
+            f"'{path}' is a {found.get('method')} checkpoint, but a {method} checkpoint was expected."
         )
     for key, want in expected.items():
         if want is None:
             continue
-        have = spec[key]
+        have = found[key]
         if have != want:
             raise CheckpointError(
-                f"'{path}' holds a {spec['name']} encoder with {key}={have!r}, but {key}={want!r} was expected. "
+                f"'{path}' holds a {found['name']} encoder with {key}={have!r}, but {key}={want!r} was expected. "
                 "Use the checkpoint of that architecture, or ask for the one it holds."
             )
+
+
+def read_export(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of an export folder, after checking that the folder is complete."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"export folder '{path}' does not exist.")
+    missing = [f for f in EXPORT_FILES if not (path / f).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"export folder '{path}' lacks {', '.join(missing)} (an export holds {', '.join(EXPORT_FILES)}). "
+            "Re-create it with `selfsup export CKPT --out DIR`."
+        )
+    try:
+        return json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"'{path / 'config.json'}' is not valid JSON ({err}): re-create the export.") from None
 
 
 def load_encoder(
@@ -76,14 +92,15 @@ def load_encoder(
     method: str | None = None,
     pool: str | None = None,
     **model_kwargs: Any,
-) -> VisionTransformer:
-    """The pretrained timm encoder from an export folder or a selfsup training checkpoint.
+) -> nn.Module:
+    """The pretrained timm backbone from an export folder or a selfsup checkpoint (pretraining or
+    fine-tune: for a fine-tune, its fine-tuned backbone without the task head).
 
     Args:
         path: an export folder (``config.json`` + ``model.safetensors``) or a ``.ckpt`` file.
         name, img_size, patch_size: the architecture the caller expects; a mismatch is a
-            :class:`~selfsup.checkpoint.CheckpointError` naming the file and both values.
-        method: the pretraining method expected (``simclr``, ``mae``), checked likewise.
+            :class:`~selfsup.contract.CheckpointError` naming the file and both values.
+        method: the pretraining method expected (``simclr``, ``mae``, ``dino``...), checked likewise.
         pool: feature pooling of the returned model (checkpoints only; an export keeps its own).
         **model_kwargs: further timm arguments (e.g. ``drop_path_rate`` for fine-tuning).
 
@@ -92,58 +109,43 @@ def load_encoder(
     path = Path(path)
     expected = {"name": name, "img_size": img_size, "patch_size": patch_size}
     if path.is_dir():
-        missing = [f for f in EXPORT_FILES if not (path / f).is_file()]
-        if missing:
-            raise CheckpointError(
-                f"export folder '{path}' lacks {', '.join(missing)} (an export holds {', '.join(EXPORT_FILES)}). "
-                "Re-create it with `selfsup export CKPT --out DIR`."
-            )
         import timm
 
-        config = json.loads((path / "config.json").read_text())
+        config = read_export(path)
         args = config.get("model_args", {})
         size = args.get("img_size", [None])
-        spec = {
+        found = {
             "name": config.get("architecture"),
             "img_size": size[0] if isinstance(size, list) else size,
             "patch_size": args.get("patch_size"),
         }
         meta_file = path / METADATA_FILE
         if meta_file.is_file():
-            spec["method"] = json.loads(meta_file.read_text()).get("method")
-        _check_expected(path, spec, method, expected)
+            found["method"] = json.loads(meta_file.read_text()).get("method")
+        _check_expected(path, found, method, expected)
         try:
             model = timm.create_model(f"local-dir:{path}", pretrained=True, **model_kwargs)
         except (RuntimeError, ValueError, OSError) as err:
             raise CheckpointError(f"export folder '{path}' could not be loaded by timm: {err}") from None
         return model.eval()
     checkpoint = load_checkpoint(path)
-    meta = checkpoint["selfsup"]
-    if meta.get("method") == "finetune":
-        raise CheckpointError(
-            f"'{path}' is a fine-tune checkpoint: rebuild it with "
-            "selfsup.finetune.FineTune.from_checkpoint, or export it with `selfsup export`."
-        )
-    spec = dict(meta["encoder"], method=meta.get("method"))
-    _check_expected(path, spec, method, expected)
-    encoder = build_encoder(meta["encoder"], pool or meta.get("pool"), **model_kwargs)
-    try:
-        encoder.load_state_dict(encoder_state_dict(checkpoint, path))
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"'{path}': the encoder weights do not fit {meta['encoder']['name']}: {err}"
-        ) from None
-    return encoder.eval()
+    meta = read_meta(checkpoint, path)
+    spec = meta.backbone
+    found = {"name": spec.name, "img_size": spec.img_size, "patch_size": spec.patch_size, "method": meta.method}
+    _check_expected(path, found, method, expected)
+    return build_backbone(checkpoint, path, pool=pool or meta.pool, **model_kwargs)
 
 
 def export(
     checkpoint_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     pool: str | None = None,
-    probe_scores: dict[str, float] | None = None,
+    probe_scores: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``out_dir`` (see the module docstring) from a selfsup training checkpoint.
+    """Write ``out_dir`` (see the module docstring) from a selfsup checkpoint: a pretraining
+    checkpoint exports its backbone; a fine-tune checkpoint exports the fine-tuned model with its
+    head (see ``selfsup.finetune.export``).
 
     The folder is assembled beside ``out_dir`` and moved into place in one rename, so a crash never
     leaves a half-written export. ``probe_scores`` (e.g. from ``selfsup probe``) go into the metadata.
@@ -152,32 +154,42 @@ def export(
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"'{out_dir}' exists; pass overwrite=True (--overwrite) to replace it.")
     checkpoint = load_checkpoint(checkpoint_path)
-    meta = checkpoint["selfsup"]
-    pool = pool or meta.get("pool", "token")
-    encoder = load_encoder(checkpoint_path, pool=pool)
+    meta = read_meta(checkpoint, checkpoint_path)
+    if meta.kind == "finetune":
+        from selfsup.finetune.export import export_finetuned
+
+        return export_finetuned(checkpoint_path, out_dir, overwrite=overwrite)
+    pool = pool or meta.pool
+    encoder = build_backbone(checkpoint, checkpoint_path, pool=pool)
+    metadata = export_metadata(checkpoint, meta, checkpoint_path, pool=pool, probe=probe_scores or {})
+    return write_export(out_dir, encoder, f"selfsup_{meta.method}", meta.mean, meta.std, metadata)
+
+
+def export_metadata(
+    checkpoint: dict[str, Any], meta: CheckpointMeta, source: str | os.PathLike, **extra: Any
+) -> dict[str, Any]:
+    """``selfsup.json``: what was exported, from what, trained how."""
     hparams = checkpoint.get("hyper_parameters", {})
-    metadata = {
-        "format": 1,
-        "method": meta.get("method"),
-        "encoder": meta["encoder"],
-        "pool": pool,
-        "mean": meta.get("mean"),
-        "std": meta.get("std"),
+    return {
+        "format": EXPORT_FORMAT,
+        "kind": meta.kind,
+        "method": meta.method,
+        "backbone": plain(meta.backbone),
+        "pool": meta.pool,
+        "mean": list(meta.mean),
+        "std": list(meta.std),
         "recipe": {k: v for k, v in hparams.items() if not k.startswith("_")},
         "data": checkpoint.get("datamodule_hyper_parameters", {}),
         "epochs": epochs_trained(checkpoint),
         "global_step": checkpoint.get("global_step"),
-        "probe": probe_scores or {},
-        "source_checkpoint": str(checkpoint_path),
+        "source_checkpoint": str(source),
+        **extra,
     }
-    return write_export(
-        out_dir, encoder, f"selfsup_{meta.get('method')}", meta["mean"], meta["std"], metadata
-    )
 
 
 def write_export(
-    out_dir: Path,
-    model,
+    out_dir: str | os.PathLike,
+    model: nn.Module,
     tag: str,
     mean,
     std,
@@ -186,7 +198,13 @@ def write_export(
 ) -> Path:
     """Write a timm folder for ``model`` (config.json, model.safetensors), ``selfsup.json`` and any
     ``extra`` safetensors files. The folder is assembled beside ``out_dir`` and moved into place in one
-    rename (replacing an older export), so a crash never leaves a half-written export."""
+    rename (replacing an older export), so a crash never leaves a half-written export.
+
+    ``config.json``'s ``model_args`` leave out ``num_classes`` (it is a top-level field): Hugging Face
+    transformers' ``TimmWrapperModel`` passes both and fails on the duplicate."""
+    from timm.models import save_for_hf
+
+    out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -198,6 +216,10 @@ def write_export(
                 "pretrained_cfg": {"tag": tag, "license": None, "mean": tuple(mean), "std": tuple(std)}
             },
         )
+        config_file = staging / "config.json"
+        config = json.loads(config_file.read_text())
+        config.get("model_args", {}).pop("num_classes", None)
+        config_file.write_text(json.dumps(config, indent=2))
         for name, tensors in (extra or {}).items():
             save_file(tensors, staging / name)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))

@@ -1,15 +1,21 @@
-"""Optimiser set-up shared by every method: parameter groups, AdamW or LARS, learning-rate scaling
-with the global batch, and a per-step cosine schedule with linear warm-up."""
+"""Optimiser set-up shared by every selfsup module: parameter groups decided by name (so that they
+stay right under FSDP, which flattens parameters), AdamW (fused on GPUs), LARS or SGD, the learning
+rate scaled with the global batch, and per-step schedules in closed form: the learning rate (linear
+warm-up, then cosine) and, optionally, the weight decay (cosine from ``weight_decay`` to
+``weight_decay_end``, as DINO raises it from 0.04 to 0.4)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from timm.optim import Lars
 from torch import nn
+
+# Prefixes that wrappers add to parameter names: FSDP, activation checkpointing, torch.compile.
+WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 
 
 @dataclass(frozen=True)
@@ -24,20 +30,27 @@ class OptimConfig:
             ``base_lr * global_batch / 256`` (linear scaling, Goyal et al. 2017), with
             ``global_batch = batch_size * processes * accumulate_grad_batches``.
         weight_decay: decoupled weight decay, not applied to biases, norms, position embeddings and
-            the class token.
+            the class token (decided by parameter name and shape, recorded before any wrapping).
+        weight_decay_end: if set, the weight decay follows a cosine from ``weight_decay`` (first
+            step) to ``weight_decay_end`` (last step); None keeps it constant.
         betas: AdamW's betas (MAE uses (0.9, 0.95)).
-        momentum: LARS momentum.
+        momentum: LARS / SGD momentum.
         warmup_epochs: linear warm-up from 0 to the scaled learning rate (fractions allowed).
         min_lr_ratio: the cosine decays to ``min_lr_ratio`` times the scaled learning rate.
+        fused: use PyTorch's fused AdamW / SGD kernels (one launch for all parameters; the non-finite
+            guard then skips a bad step on the device, leaving weights and optimiser state untouched).
+            None: fused on CUDA and CPU (PyTorch has fused kernels for both), ``foreach`` elsewhere.
     """
 
     name: Literal["adamw", "lars", "sgd"] = "adamw"
     base_lr: float = 1e-3
     weight_decay: float = 0.05
+    weight_decay_end: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     warmup_epochs: float = 10.0
     min_lr_ratio: float = 0.0
+    fused: bool | None = None
 
     def __post_init__(self) -> None:
         if self.name not in ("adamw", "lars", "sgd"):
@@ -48,34 +61,74 @@ class OptimConfig:
             raise ValueError(
                 "optim.weight_decay and optim.warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]."
             )
+        if self.weight_decay_end is not None and self.weight_decay_end < 0:
+            raise ValueError(f"optim.weight_decay_end must be >= 0 or null, got {self.weight_decay_end}.")
 
     def scaled_lr(self, global_batch: int) -> float:
         return self.base_lr * global_batch / 256
 
 
+def canonical_name(name: str) -> str:
+    """A parameter's name without the prefixes FSDP, checkpoint wrappers and torch.compile insert."""
+    for prefix in WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+def decayed_names(module: nn.Module, no_decay_names: Iterable[str] = ()) -> set[str]:
+    """Names of the trainable parameters that get weight decay: weights of two or more dimensions,
+    except those in ``no_decay_names`` (full names, or last components such as ``pos_embed``).
+
+    Call this on the unwrapped module: FSDP turns every parameter into a 1-D shard, so the shape
+    rule applied after wrapping would exempt every weight (zero weight decay, silently)."""
+    skip = set(no_decay_names)
+    return {
+        canonical_name(name)
+        for name, param in module.named_parameters()
+        if param.requires_grad and param.ndim > 1 and name not in skip and name.split(".")[-1] not in skip
+    }
+
+
 def param_groups(
-    module: nn.Module, weight_decay: float, no_decay_names: set[str] = frozenset()
+    module: nn.Module,
+    weight_decay: float,
+    no_decay_names: Iterable[str] = (),
+    decayed: set[str] | None = None,
 ) -> list[dict]:
-    """Two groups: weights with decay; biases, norm weights (every 1-D tensor) and the names in
-    ``no_decay_names`` (position embeddings, class token) without. Frozen parameters are left out."""
-    decay, no_decay = [], []
+    """Two groups: the parameters named in ``decayed`` (default: :func:`decayed_names` of
+    ``module`` now) with weight decay, every other trainable parameter without. Groups carry
+    ``decay: True / False`` for the weight-decay schedule."""
+    decayed = decayed_names(module, no_decay_names) if decayed is None else decayed
+    decay, rest = [], []
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        if param.ndim <= 1 or name in no_decay_names or name.split(".")[-1] in no_decay_names:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        (decay if canonical_name(name) in decayed else rest).append(param)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "decay": True},
+        {"params": rest, "weight_decay": 0.0, "decay": False},
+    ]
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(config: OptimConfig, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    config: OptimConfig, groups: list[dict], lr: float, device: torch.device | str | None = None
+) -> torch.optim.Optimizer:
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    fused = config.fused if config.fused is not None else device.type in ("cuda", "cpu")
     if config.name == "lars":
+        from timm.optim import Lars
+
         return Lars(groups, lr=lr, momentum=config.momentum)
     if config.name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=lr, betas=config.betas)
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=config.betas, fused=fused or None)
+
+
+def cosine(start: float, end: float, step: int, total: int) -> float:
+    """Half a cosine from ``start`` (step 0) to ``end`` (step ``total`` and after)."""
+    progress = min(1.0, max(0, step) / max(1, total))
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class WarmupCosine:
@@ -90,9 +143,40 @@ class WarmupCosine:
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return cosine(1.0, self.min_ratio, step - self.warmup_steps, self.total_steps - self.warmup_steps)
+
+
+class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """Per-step learning rate (a :class:`WarmupCosine` multiplier of each group's initial rate) and,
+    with ``weight_decay_end``, per-step weight decay of the groups marked ``decay`` (cosine from
+    ``weight_decay`` to ``weight_decay_end`` over ``total_steps``, times the group's ``wd_scale``)."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        lr_multiplier: WarmupCosine,
+        weight_decay: float,
+        weight_decay_end: float | None,
+        total_steps: int,
+    ) -> None:
+        self.weight_decay = float(weight_decay)
+        self.weight_decay_end = None if weight_decay_end is None else float(weight_decay_end)
+        self.total_steps = int(total_steps)
+        super().__init__(optimizer, lr_multiplier)
+
+    def weight_decay_at(self, step: int) -> float:
+        if self.weight_decay_end is None:
+            return self.weight_decay
+        return cosine(self.weight_decay, self.weight_decay_end, step, self.total_steps)
+
+    def step(self, epoch: int | None = None) -> None:
+        super().step(epoch)
+        if self.weight_decay_end is None:
+            return
+        value = self.weight_decay_at(self.last_epoch)
+        for group in self.optimizer.param_groups:
+            if group.get("decay"):
+                group["weight_decay"] = value * group.get("wd_scale", 1.0)
 
 
 def global_batch_size(trainer) -> int:
@@ -108,19 +192,23 @@ def global_batch_size(trainer) -> int:
     return int(batch) * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def optimizer_and_schedule(trainer, config: OptimConfig, groups: list[dict]) -> dict:
-    """Lightning's ``configure_optimizers`` result: the optimiser over ``groups`` (each group's
-    learning rate is the scaled learning rate times its ``lr_scale``, default 1) and a per-step
-    warm-up + cosine schedule."""
-    total_steps = int(trainer.estimated_stepping_batches)  # also sets up the training data
+def steps_per_epoch(trainer, total_steps: int) -> float:
+    """Optimiser steps per epoch (for epoch-denominated schedules)."""
     if math.isfinite(trainer.num_training_batches):
-        steps_per_epoch = max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
-    else:  # an iterable without length: spread max_epochs over the total
-        steps_per_epoch = max(1, total_steps / max(1, trainer.max_epochs or 1))
+        return max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
+    return max(1, total_steps / max(1, trainer.max_epochs or 1))  # an iterable without length
+
+
+def optimizer_and_schedule(trainer, config: OptimConfig, groups: list[dict], device=None) -> dict:
+    """Lightning's ``configure_optimizers`` result: the optimiser over ``groups`` (each group's
+    learning rate is the scaled learning rate times its ``lr_scale``, default 1) and the per-step
+    schedule."""
+    total_steps = int(trainer.estimated_stepping_batches)  # also sets up the training data
+    per_epoch = steps_per_epoch(trainer, total_steps)
     lr = config.scaled_lr(global_batch_size(trainer))
     for group in groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-    optimizer = build_optimizer(config, groups, lr)
-    schedule = WarmupCosine(round(config.warmup_epochs * steps_per_epoch), total_steps, config.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer = build_optimizer(config, groups, lr, device)
+    multiplier = WarmupCosine(round(config.warmup_epochs * per_epoch), total_steps, config.min_lr_ratio)
+    scheduler = StepSchedule(optimizer, multiplier, config.weight_decay, config.weight_decay_end, total_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

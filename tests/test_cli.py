@@ -1,25 +1,14 @@
 """The ``selfsup`` command, run as a user runs it: the installed console script, in a subprocess."""
 
 import json
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from selfsup.cli import run as selfsup_run
-from tests.helpers import REPO
-
-
-def selfsup_command() -> list[str]:
-    script = Path(sys.executable).parent / "selfsup"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("selfsup")
-    return [found] if found else [sys.executable, "-m", "selfsup"]
+from tests.helpers import REPO, selfsup_command
 
 
 def run(args, cwd, timeout=300):
@@ -57,7 +46,7 @@ def test_short_run_saves_config_last_and_best_checkpoints(tmp_path):
     assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["selfsup"]["method"] == "simclr" and last["global_step"] == 8
-    assert last["selfsup"]["encoder"]["img_size"] == 16  # data.image_size, linked into the model
+    assert last["selfsup"]["backbone"]["img_size"] == 16  # data.image_size, linked into the model
     report = json.loads((run_dir / "knn_report.json").read_text())
     assert 0 <= report["top1_init"] <= 1 and 0 <= report["top1_trained"] <= 1
 

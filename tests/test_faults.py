@@ -2,7 +2,6 @@
 write, and one failing process in a multi-process job."""
 
 import errno
-import math
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from selfsup import ImageDataModule, SimCLR
 from selfsup.checkpoint import AtomicCheckpointIO, ExactResume
 from selfsup.guard import NonFiniteLossError
 from tests.helpers import REPO
-from tests.test_cli import selfsup_command
+from tests.helpers import selfsup_command
 
 
 def module(**kwargs):
@@ -47,7 +46,7 @@ def nan_at(model, steps):
     model.criterion.forward = forward
 
 
-def fit(model, tmp_path, steps=8):
+def fit(model, tmp_path, steps=8, callbacks=()):
     checkpoint = ModelCheckpoint(
         dirpath=tmp_path / "checkpoints", every_n_train_steps=1, save_last=True, monitor=None
     )
@@ -55,7 +54,7 @@ def fit(model, tmp_path, steps=8):
         accelerator="cpu",
         max_steps=steps,
         logger=False,
-        callbacks=[checkpoint, ExactResume()],
+        callbacks=[checkpoint, ExactResume(), *callbacks],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -70,15 +69,28 @@ def finite(state_dict):
 
 
 def test_nan_loss_stops_training_naming_the_step_and_the_kept_checkpoint(tmp_path):
+    """The guard decides on the device (the fused optimiser skips the update) and the host learns of
+    it one step late, before the next step's forward: training stops naming the bad step, and the
+    checkpoint written after it holds the unchanged, finite weights."""
     model = module()
     nan_at(model, {3})
+    before = {}
+
+    class Snapshot(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            before[trainer.global_step] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
     with pytest.raises(
-        NonFiniteLossError, match=r"loss is nan at step 3 .*Last good checkpoint: '.*last.ckpt' \(kept\)"
+        NonFiniteLossError, match=r"NaN / infinite at step 3 .*Last good checkpoint: '.*last.ckpt' \(kept\)"
     ):
-        fit(model, tmp_path)
+        fit(model, tmp_path, callbacks=[Snapshot()])
+    # the guard stopped training at the start of step 4, before its forward
+    assert max(before) == 4 and model.trainer.global_step == 4
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 3 and finite(last["state_dict"])
-    assert finite(model.state_dict())  # the bad step never reached the weights
+    assert last["global_step"] == 4 and finite(last["state_dict"])
+    weights = {k: v for k, v in last["state_dict"].items() if "num_batches_tracked" not in k}
+    assert all(torch.equal(v, before[3][k]) for k, v in weights.items())  # the bad step changed nothing
+    assert all(torch.equal(v, before[4][k]) for k, v in weights.items())
 
 
 def test_a_bounded_number_of_nan_steps_can_be_skipped(tmp_path):
@@ -88,7 +100,7 @@ def test_a_bounded_number_of_nan_steps_can_be_skipped(tmp_path):
         trainer = fit(model, tmp_path / "a")
     # a skipped step leaves every weight unchanged (no gradient reaches the optimiser) but still
     # counts as a step of the schedule
-    assert trainer.global_step == 8 and model._skipped_nonfinite_steps == 2 and finite(model.state_dict())
+    assert trainer.global_step == 8 and model.nonfinite_guard.skipped == 2 and finite(model.state_dict())
     again = module(skip_nonfinite_steps=1)
     nan_at(again, {2, 4})
     with pytest.raises(NonFiniteLossError, match="at step 4"):
@@ -196,4 +208,3 @@ def test_one_failing_process_ends_the_whole_ddp_job_quickly(tmp_path):
     assert result.returncode != 0
     assert "injected failure on rank 1 at step 2" in result.stderr
     assert elapsed < 120, f"the job took {elapsed:.0f} s to end: a rank hung in a collective"
-    assert math.isfinite(elapsed)

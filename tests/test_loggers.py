@@ -62,9 +62,27 @@ def test_wandb_goes_offline_without_credentials_and_keeps_the_run(tmp_path, monk
     wandb.finish()
 
 
-@pytest.mark.parametrize(("mode", "offline"), [("offline", True), ("disabled", True)])
-def test_wandb_mode_is_respected(tmp_path, monkeypatch, mode, offline):
+@pytest.mark.parametrize(
+    ("mode", "key", "reachable", "offline"),
+    [
+        ("offline", True, True, True),  # asked for
+        ("disabled", True, True, True),  # asked for
+        ("", False, True, True),  # no API key
+        ("", True, False, True),  # W&B does not answer
+        ("", True, True, False),  # everything in place: online
+    ],
+)
+def test_wandb_goes_offline_exactly_when_online_logging_cannot_work(
+    tmp_path, monkeypatch, mode, key, reachable, offline
+):
+    import selfsup.loggers as loggers
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
     monkeypatch.setenv("WANDB_MODE", mode)
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    if key:
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    else:
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setattr(loggers, "wandb_reachable", lambda timeout: reachable)
     logger = WandbLogger(save_dir=str(tmp_path))
     assert logger._offline is offline

@@ -17,10 +17,3 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_test_command_verbatim():
     assert "pytest" in tests and "python3 -m venv" in tests
     ci = (REPO / ".ci" / "run").read_text()
     assert tests in ci.splitlines()
-
-
-def test_package_is_not_named_after_a_standard_module():
-    assert (REPO / "selfsup" / "__init__.py").exists()
-    for name in ("ssl", "json", "logging", "typing", "types"):
-        assert not (REPO / name / "__init__.py").exists()
-    assert "`ssl` is Python's TLS module" in (REPO / "README.md").read_text()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers import REPO
-from tests.test_cli import selfsup_command
+from tests.helpers import selfsup_command
 
 ARGS = [
     "fit",

@@ -1,16 +1,18 @@
-"""Random resized crop and horizontal flip on whole batches (Kornia): MAE's pretraining
-augmentation, and classification fine-tuning's (mixup and cutmix are the fine-tune module's)."""
+"""Random resized crop and horizontal flip on whole batches: MAE's pretraining augmentation, and
+classification fine-tuning's (mixup and cutmix are the fine-tune module's)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import kornia.augmentation as K
 import torch
 from torch import nn
 
-from selfsup.augment.normalize import Normalize, to_unit_float
+from selfsup.augment.batched import MultiViewAugment
+from selfsup.augment.views import ViewConfig
+
+RESAMPLE = {"BILINEAR": "bilinear", "BICUBIC": "bicubic"}
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,25 @@ class CropFlipConfig:
         if not 0.0 <= self.hflip_prob <= 1.0:
             raise ValueError(f"hflip_prob must lie in [0, 1], got {self.hflip_prob}.")
 
+    def to_view(self, size: int, interpolation: str = "bilinear") -> ViewConfig:
+        """The :class:`ViewConfig` of this crop and flip at output side ``size``: no colour, blur
+        or solarize."""
+        return ViewConfig(
+            size=size,
+            crop_scale=self.crop_scale,
+            crop_ratio=self.crop_ratio,
+            hflip_prob=self.hflip_prob,
+            jitter_prob=0.0,
+            grayscale_prob=0.0,
+            blur_prob=0.0,
+            solarize_prob=0.0,
+            interpolation=interpolation,
+        )
+
 
 class CropFlipAugment(nn.Module):
     """``[B, 3, H, W]`` uint8 → one ``[B, 3, size, size]`` float32 view: cropped, flipped, normalised,
-    with per-sample parameters."""
+    with per-sample parameters. ``resample`` is ``BILINEAR`` or ``BICUBIC`` (antialiased)."""
 
     def __init__(
         self,
@@ -46,15 +63,12 @@ class CropFlipAugment(nn.Module):
         resample: str = "BILINEAR",
     ) -> None:
         super().__init__()
+        if resample.upper() not in RESAMPLE:
+            raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}.")
         self.config = config or CropFlipConfig()
-        self.view = nn.Sequential(
-            K.RandomResizedCrop(
-                (size, size), scale=self.config.crop_scale, ratio=self.config.crop_ratio, resample=resample
-            ),
-            K.RandomHorizontalFlip(p=self.config.hflip_prob),
-        )
-        self.normalize = Normalize(mean, std)
+        self.size = size
+        self.augment = MultiViewAugment([self.config.to_view(size, RESAMPLE[resample.upper()])], mean, std)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.normalize(self.view(to_unit_float(images)))
+        return self.augment(images)[0]

@@ -1,15 +1,16 @@
-"""SimCLR's two-view augmentation on whole batches, on whatever device the batch is on (Kornia)."""
+"""SimCLR's two-view augmentation: its view parameters, and the two views of a batch made by the
+batched op (``selfsup.augment.batched``) on whatever device the batch is on."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import kornia.augmentation as K
 import torch
 from torch import nn
 
-from selfsup.augment.normalize import Normalize, to_unit_float
+from selfsup.augment.batched import MultiViewAugment
+from selfsup.augment.views import ViewConfig
 
 
 @dataclass(frozen=True)
@@ -51,37 +52,41 @@ class SimCLRViewConfig:
         low, high = self.crop_scale
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}.")
-        if self.jitter_strength < 0:
-            raise ValueError(f"jitter_strength must be >= 0, got {self.jitter_strength}.")
+        if not 0.0 <= self.jitter_strength <= 2.5:
+            raise ValueError(
+                f"jitter_strength must lie in [0, 2.5] (hue jitter 0.2 s is at most half the colour circle), "
+                f"got {self.jitter_strength}."
+            )
 
-
-def simclr_view(size: int, config: SimCLRViewConfig) -> nn.Sequential:
-    """One view's pipeline on ``[B, 3, H, W]`` floats in [0, 1]; parameters are sampled per sample."""
-    s = config.jitter_strength
-    ops: list[nn.Module] = [
-        K.RandomResizedCrop((size, size), scale=config.crop_scale, ratio=config.crop_ratio),
-        K.RandomHorizontalFlip(p=config.hflip_prob),
-    ]
-    if config.jitter_prob > 0 and s > 0:
-        ops.append(K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=config.jitter_prob))
-    if config.grayscale_prob > 0:
-        ops.append(K.RandomGrayscale(p=config.grayscale_prob))
-    if config.blur_prob > 0 and size >= config.blur_min_size:
-        kernel = int(0.1 * size) // 2 * 2 + 1  # 10% of the side, odd
-        ops.append(K.RandomGaussianBlur(kernel, config.blur_sigma, p=config.blur_prob))
-    if config.solarize_prob > 0:
-        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=config.solarize_prob))
-    return nn.Sequential(*ops)
+    def to_view(self, size: int) -> ViewConfig:
+        """The :class:`ViewConfig` of this view at output side ``size`` (no blur below
+        ``blur_min_size``)."""
+        s = self.jitter_strength
+        return ViewConfig(
+            size=size,
+            crop_scale=self.crop_scale,
+            crop_ratio=self.crop_ratio,
+            hflip_prob=self.hflip_prob,
+            jitter_prob=self.jitter_prob,
+            brightness=0.8 * s,
+            contrast=0.8 * s,
+            saturation=0.8 * s,
+            hue=0.2 * s,
+            grayscale_prob=self.grayscale_prob,
+            blur_prob=self.blur_prob if size >= self.blur_min_size else 0.0,
+            blur_sigma=self.blur_sigma,
+            blur_kernel_fraction=0.1,
+            solarize_prob=self.solarize_prob,
+            solarize_threshold=0.5,
+        )
 
 
 class SimCLRAugment(nn.Module):
     """Two independently augmented, normalised views of a batch.
 
     ``[B, 3, H, W]`` uint8 (or float in [0, 1]) → two ``[B, 3, size, size]`` float32 tensors,
-    normalised with ``mean`` / ``std``. Each view has its own pipeline instance (Kornia keeps the
-    last sampled parameters on the instance, so one instance shared by two views would overwrite
-    them), and every sample in the batch gets its own random parameters. Randomness comes from
-    torch's global generators, so ``lightning.seed_everything`` makes it reproducible.
+    normalised with ``mean`` / ``std``. Every sample of every view gets its own random parameters,
+    drawn from torch's global CPU generator, so ``lightning.seed_everything`` makes it reproducible.
     """
 
     def __init__(
@@ -93,11 +98,11 @@ class SimCLRAugment(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config or SimCLRViewConfig()
-        self.view1 = simclr_view(size, self.config)
-        self.view2 = simclr_view(size, self.config)
-        self.normalize = Normalize(mean, std)
+        self.size = size
+        view = self.config.to_view(size)
+        self.augment = MultiViewAugment([view, view], mean, std)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_unit_float(images)
-        return self.normalize(self.view1(x)), self.normalize(self.view2(x))
+        first, second = self.augment(images)
+        return first, second

@@ -1,9 +1,11 @@
-"""Data: decode + resize on the CPU into uint8 batches; downloads only in ``prepare_data``."""
+"""Data: decode + resize on the CPU into uint8 batches (or, with ``decode: gpu``, encoded files that
+the training step decodes with nvJPEG); downloads only in ``prepare_data``."""
 
 from selfsup.data.arrays import ArrayDataset, digits_split, torchvision_split
 from selfsup.data.datamodule import ImageDataModule
-from selfsup.data.folder import ImageFolderDataset, scan_folder
-from selfsup.data.images import ImageDecodeError, load_image, resize_center_crop
+from selfsup.data.decode import decode_batch
+from selfsup.data.folder import ImageFolderDataset, cached_scan, scan_folder
+from selfsup.data.images import ImageDecodeError, decode_bytes, load_image, resize_center_crop
 from selfsup.data.segmentation import SegmentationDataModule, SegmentationFolder
 
 __all__ = [
@@ -13,6 +15,9 @@ __all__ = [
     "ImageFolderDataset",
     "SegmentationDataModule",
     "SegmentationFolder",
+    "cached_scan",
+    "decode_batch",
+    "decode_bytes",
     "digits_split",
     "load_image",
     "resize_center_crop",

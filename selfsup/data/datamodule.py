@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import copy
 from pathlib import Path
 from typing import Literal
 
@@ -11,7 +11,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup.data.arrays import TORCHVISION_SOURCES, digits_split, download_torchvision, torchvision_split
-from selfsup.data.folder import LAYOUT, ImageFolderDataset, find_split_dir
+from selfsup.data.decode import encoded_collate
+from selfsup.data.folder import (
+    LAYOUT,
+    Decode,
+    ImageFolderDataset,
+    cached_scan,
+    default_cache_dir,
+    find_split_dir,
+)
 from selfsup.data.resumable import ResumableDataLoader, ResumableSampler
 from selfsup.data.streaming import read_manifest, streaming_dataset
 
@@ -23,7 +31,10 @@ class ImageDataModule(L.LightningDataModule):
     """Decodes and resizes images on the CPU; nothing else (augmentation runs on the device).
 
     Batches are ``(images, labels)``: ``images`` is ``[B, 3, image_size, image_size]`` uint8,
-    ``labels`` is ``[B]`` int64 (``-1`` where a sample has no label).
+    ``labels`` is ``[B]`` int64 (``-1`` where a sample has no label). With ``decode="gpu"``,
+    ``images`` of the training and validation batches is instead a list of the files' encoded bytes
+    (1-D uint8 NumPy arrays, which Lightning leaves on the host), which the method decodes on the
+    device with ``selfsup.data.decode.decode_batch``; ``eval_dataloader`` always decodes on the CPU.
 
     Args:
         source: ``digits`` (scikit-learn's 8x8 digits: real, offline, the default), ``folder`` (an
@@ -44,6 +55,16 @@ class ImageDataModule(L.LightningDataModule):
         subset_seed: seed of those subsets.
         stl10_unlabeled: for STL-10, add the 100k unlabelled images to the training split.
         pin_memory: pin host memory for faster copies to a GPU (ignored on CPU-only machines).
+        seed: seed of the training data order (shuffled per epoch from ``(seed, epoch)``, the same
+            on every process, so the shards stay disjoint), and of the streaming shuffle.
+        decode: ``cpu``: the DataLoader workers decode and resize (torchvision's decoders, uint8
+            antialiased resize). ``gpu`` (folder source): the workers only read the files and the
+            training step decodes the batch with nvJPEG on the GPU (non-JPEG files on the CPU);
+            for fast GPUs fed by few CPU cores. Without a CUDA device it falls back to decoding on
+            the CPU in the training process, with one warning.
+        file_list_cache: where the folder source's file lists are cached (written once by
+            ``prepare_data``, read by every process): ``auto`` (``root`` when writable, else
+            ``~/.cache/selfsup/file_lists``), a folder, or None to scan in every process.
     """
 
     def __init__(
@@ -60,6 +81,9 @@ class ImageDataModule(L.LightningDataModule):
         subset_seed: int = 0,
         stl10_unlabeled: bool = True,
         pin_memory: bool = True,
+        seed: int = 0,
+        decode: Decode = "cpu",
+        file_list_cache: str | None = "auto",
     ) -> None:
         super().__init__()
         if source not in ("digits", "folder", "streaming", *TORCHVISION_SOURCES):
@@ -72,6 +96,17 @@ class ImageDataModule(L.LightningDataModule):
             )
         if source != "digits" and not root:
             raise ValueError(f"data.source={source!r} needs data.root (the folder holding the data).")
+        if decode not in ("cpu", "gpu"):
+            raise ValueError(f"decode must be 'cpu' or 'gpu', got {decode!r}.")
+        if decode == "gpu" and source != "folder":
+            raise ValueError(
+                f"decode: gpu applies to the folder source (image files); {source!r} data is decoded already."
+            )
+        if decode == "gpu" and skip_corrupt:
+            raise ValueError(
+                "skip_corrupt needs decode: cpu (with decode: gpu the files are decoded in the training step, "
+                "where a batch cannot shrink); check the folder once with decode: cpu and skip_corrupt: true."
+            )
         if image_size < 1 or batch_size < 1 or num_workers < 0:
             raise ValueError(
                 f"image_size and batch_size must be >= 1 and num_workers >= 0, got {image_size}, {batch_size}, "
@@ -89,6 +124,9 @@ class ImageDataModule(L.LightningDataModule):
         self.subset_seed = subset_seed
         self.stl10_unlabeled = stl10_unlabeled
         self.pin_memory = pin_memory and torch.cuda.is_available()
+        self.seed = seed
+        self.decode = decode
+        self.file_list_cache = file_list_cache
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.classes: list[str] = []
@@ -97,9 +135,18 @@ class ImageDataModule(L.LightningDataModule):
     # --- Lightning hooks -------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Downloads (rank 0 only, and only with ``download=True``)."""
+        """On one process per node: downloads (only with ``download=True``), and the folder source's
+        file lists, scanned once and cached for ``setup`` on every process."""
         if self.download and self.source in TORCHVISION_SOURCES:
             download_torchvision(self.source, self.root)
+        cache_dir = self._cache_dir()
+        if self.source == "folder" and cache_dir is not None:
+            train_dir = find_split_dir(self.root, "train")
+            if train_dir is not None:
+                classes, _ = cached_scan(train_dir, None, cache_dir)
+                val_dir = find_split_dir(self.root, "val")
+                if val_dir is not None:
+                    cached_scan(val_dir, classes, cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
@@ -119,7 +166,7 @@ class ImageDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
             shuffle=True,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            seed=self.seed,
         )
 
         def batches_done() -> int:
@@ -134,6 +181,7 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=encoded_collate if self.decode == "gpu" else None,
         )
 
     def val_dataloader(self) -> DataLoader | list:
@@ -157,7 +205,12 @@ class ImageDataModule(L.LightningDataModule):
             )
         if self.source == "streaming":
             return self._streaming_loader(dataset, drop_last=False, batch_size=batch_size)
-        return self._loader(self._subset(dataset, max_samples), shuffle=False, batch_size=batch_size)
+        return self._loader(
+            self._subset(_decoded_on_cpu(dataset), max_samples),
+            shuffle=False,
+            batch_size=batch_size,
+            encoded=False,
+        )
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -177,7 +230,7 @@ class ImageDataModule(L.LightningDataModule):
                 split,
                 size,
                 shuffle=split == "train",
-                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                seed=self.seed,
             )
             if dataset is None:
                 if split == "train":
@@ -196,7 +249,12 @@ class ImageDataModule(L.LightningDataModule):
                     raise FileNotFoundError(f"'{root}' has no 'train' folder. Expected layout: {LAYOUT}.")
                 return None
             dataset = ImageFolderDataset(
-                split_dir, size, classes=self.classes or None, skip_corrupt=self.skip_corrupt
+                split_dir,
+                size,
+                classes=self.classes or None,
+                skip_corrupt=self.skip_corrupt,
+                decode=self.decode,
+                cache_dir=self._cache_dir(),
             )
         else:
             dataset = torchvision_split(
@@ -213,6 +271,11 @@ class ImageDataModule(L.LightningDataModule):
         indices = torch.randperm(len(dataset), generator=generator)[:count].sort().values.tolist()
         return Subset(dataset, indices)
 
+    def _cache_dir(self) -> Path | None:
+        if self.source != "folder" or self.file_list_cache is None or not Path(self.root).is_dir():
+            return None
+        return default_cache_dir(self.root) if self.file_list_cache == "auto" else Path(self.file_list_cache)
+
     def _streaming_loader(self, dataset, drop_last: bool, batch_size: int | None = None):
         from litdata import StreamingDataLoader
 
@@ -222,11 +285,18 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             drop_last=drop_last,
             pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
         )
 
     def _loader(
-        self, dataset: Dataset, shuffle: bool, drop_last: bool = False, batch_size: int | None = None
+        self,
+        dataset: Dataset,
+        shuffle: bool,
+        drop_last: bool = False,
+        batch_size: int | None = None,
+        encoded: bool | None = None,
     ) -> DataLoader:
+        encoded = self.decode == "gpu" if encoded is None else encoded
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
@@ -235,4 +305,16 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=encoded_collate if encoded else None,
         )
+
+
+def _decoded_on_cpu(dataset: Dataset) -> Dataset:
+    """``dataset`` with its images decoded in the workers (a copy, where it is a ``decode: gpu``
+    folder), for the loaders whose users expect uint8 tensors (features, probes, previews)."""
+    if isinstance(dataset, ImageFolderDataset) and dataset.decode == "gpu":
+        dataset = copy.copy(dataset)
+        dataset.decode = "cpu"
+    elif isinstance(dataset, Subset) and isinstance(dataset.dataset, ImageFolderDataset):
+        dataset = Subset(_decoded_on_cpu(dataset.dataset), dataset.indices)
+    return dataset

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from selfsup.data.folder import LAYOUT, find_split_dir, scan_folder
-from selfsup.data.images import load_image
+from selfsup.data.images import decode_bytes, load_image, resize_center_crop
 
 MANIFEST = "selfsup_stream.json"
 Format = Literal["raw", "jpeg"]
@@ -118,18 +118,11 @@ class StreamedImages:
 
     def __call__(self, item: dict[str, Any]) -> tuple[torch.Tensor, int]:
         data = item["image"]
-        if self.fmt == "jpeg":
-            with Image.open(io.BytesIO(np.asarray(data).tobytes())) as img:
-                image = (
-                    torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8))
-                    .permute(2, 0, 1)
-                    .contiguous()
-                )
+        if self.fmt == "jpeg":  # torchvision's decoder, as for image folders
+            image = decode_bytes(torch.from_numpy(np.asarray(data, dtype=np.uint8).reshape(-1))).contiguous()
         else:
             image = torch.as_tensor(np.asarray(data))
         if self.size != self.stored_size:
-            from selfsup.data.images import resize_center_crop
-
             image = resize_center_crop(image, self.size)
         return image, int(item["label"])
 

@@ -1,23 +1,26 @@
 """Encoders: :func:`create_encoder` around timm, pooling, and (for MAE) masking as pure functions."""
 
+from selfsup.encoders.pos_embed import fix_sincos_pos_embed, sincos_2d
 from selfsup.encoders.masking import Masked, num_kept, patchify, random_masking, unpatchify
 from selfsup.encoders.vit import (
     NotAVisionTransformer,
+    Pool,
     check_patch_grid,
     create_encoder,
     data_config,
     default_pool,
     embed_tokens,
     encode_visible,
-    encoder_from_spec,
-    encoder_spec,
     pooled_features,
     run_blocks,
 )
 
 __all__ = [
+    "fix_sincos_pos_embed",
+    "sincos_2d",
     "Masked",
     "NotAVisionTransformer",
+    "Pool",
     "embed_tokens",
     "run_blocks",
     "encode_visible",
@@ -29,7 +32,5 @@ __all__ = [
     "create_encoder",
     "data_config",
     "default_pool",
-    "encoder_from_spec",
-    "encoder_spec",
     "pooled_features",
 ]

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import timm
 import torch
-from timm.models import get_model_args
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from selfsup.encoders.masking import Masked, random_masking
 
@@ -92,62 +92,57 @@ def check_patch_grid(encoder: VisionTransformer) -> None:
         )
 
 
-def encoder_spec(encoder: VisionTransformer) -> dict[str, Any]:
-    """Everything needed to rebuild ``encoder`` with :func:`create_encoder` (JSON-serialisable).
-
-    ``{"name": ..., "img_size": ..., "patch_size": ..., "model_args": {...}}``; the model arguments
-    are the ones timm recorded at construction.
-    """
-    args = {
-        k: v for k, v in get_model_args(encoder).items() if k not in ("num_classes", "pretrained_cfg_overlay")
-    }
-    args.pop("img_size", None)
-    args.pop("patch_size", None)
-    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
-    return {
-        "name": encoder.pretrained_cfg.get("architecture") or type(encoder).__name__,
-        "img_size": int(_pair(encoder.patch_embed.img_size)[0]),
-        "patch_size": int(_pair(encoder.patch_embed.patch_size)[0]),
-        "model_args": args,
-    }
-
-
-def encoder_from_spec(spec: dict[str, Any]) -> VisionTransformer:
-    """Inverse of :func:`encoder_spec`."""
-    return create_encoder(
-        spec["name"], img_size=spec["img_size"], patch_size=spec["patch_size"], **spec["model_args"]
-    )
-
-
-def data_config(encoder: VisionTransformer) -> dict[str, Any]:
-    """Preprocessing facts from timm's ``pretrained_cfg``: ``{"mean", "std", "input_size"}``."""
+def data_config(encoder: nn.Module, img_size: int | None = None) -> dict[str, Any]:
+    """Preprocessing facts from timm's ``pretrained_cfg``: ``{"mean", "std", "input_size"}``. A
+    ViT's input size is its patch embedding's; another model (a CNN) takes ``img_size`` or its
+    config's size."""
     cfg = encoder.pretrained_cfg
-    size = _pair(encoder.patch_embed.img_size)
+    if isinstance(encoder, VisionTransformer):
+        size = _pair(encoder.patch_embed.img_size)
+        channels = int(encoder.patch_embed.proj.in_channels)
+    else:
+        default = cfg.get("input_size", (3, 224, 224))
+        size = _pair(img_size) if img_size is not None else (int(default[-2]), int(default[-1]))
+        channels = int(default[0])
     return {
         "mean": tuple(float(m) for m in cfg.get("mean", (0.485, 0.456, 0.406))),
         "std": tuple(float(s) for s in cfg.get("std", (0.229, 0.224, 0.225))),
-        "input_size": (int(encoder.patch_embed.proj.in_channels), *size),
+        "input_size": (channels, *size),
     }
 
 
-def default_pool(encoder: VisionTransformer, method: str | None = None) -> Pool:
-    """Default feature pooling: the class token, except for MAE (mean of patch tokens, as its paper
-    reports better linear-probe accuracy that way) and for ViTs without a class token."""
-    if not encoder.has_class_token or method == "mae":
+def default_pool(encoder: nn.Module, preferred: Pool = "token") -> Pool:
+    """``preferred`` (a method's declared pooling), or ``avg`` for a model without a class token."""
+    if not getattr(encoder, "has_class_token", False):
         return "avg"
-    return "token"
+    return preferred
 
 
-def pooled_features(encoder: VisionTransformer, images: torch.Tensor, pool: Pool = "token") -> torch.Tensor:
+def pooled_features(
+    encoder: VisionTransformer, images: torch.Tensor, pool: Pool = "token", last_blocks: int = 1
+) -> torch.Tensor:
     """``[B, C, H, W]`` normalised images → ``[B, D]`` features after the final norm.
 
     ``token`` is the class token; ``avg`` is the mean of the patch tokens (prefix tokens excluded).
+    With ``last_blocks = n > 1`` the features of the last ``n`` blocks, each through the final norm,
+    are concatenated (``[B, n * D]``): DINO's linear evaluation uses the class tokens of the last 4.
     """
+    if not isinstance(encoder, VisionTransformer):  # a CNN: timm's own pooling
+        return encoder.forward_head(encoder.forward_features(images), pre_logits=True)
     if pool == "token" and not encoder.has_class_token:
         raise ValueError("pool='token' needs a class token; this encoder has none: use pool='avg'.")
     if pool not in ("token", "avg"):
         raise ValueError(f"pool must be 'token' or 'avg', got {pool!r}.")
-    return encoder.pool(encoder.forward_features(images), pool_type=pool)
+    if last_blocks == 1:
+        return encoder.pool(encoder.forward_features(images), pool_type=pool)
+    if not 1 <= last_blocks <= len(encoder.blocks):
+        raise ValueError(f"last_blocks must lie in [1, {len(encoder.blocks)}] (the encoder's depth), got {last_blocks}.")
+    outputs = encoder.forward_intermediates(
+        images, indices=last_blocks, norm=True, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True
+    )
+    if pool == "token":
+        return torch.cat([prefix[:, 0] for _, prefix in outputs], dim=-1)
+    return torch.cat([patches.mean(dim=1) for patches, _ in outputs], dim=-1)
 
 
 def embed_tokens(

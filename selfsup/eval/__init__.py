@@ -1,23 +1,39 @@
-"""Evaluation of encoders: kNN and linear probes of frozen features, online monitors, MAE reconstructions."""
+"""Evaluation of encoders: kNN and linear probes of frozen features, online monitors, and the
+pictures people look at (MAE reconstructions, attention maps, detections, curves).
 
-from selfsup.eval.callbacks import KNNReport, encoder_knn_top1
-from selfsup.eval.features import extract_features
-from selfsup.eval.knn import knn_accuracy, knn_scores
-from selfsup.eval.linear_probe import LinearProbe, topk_accuracy, train_linear_probe
-from selfsup.eval.online import KNNMonitor, OnlineLinearProbe
-from selfsup.eval.reconstruction import ReconstructionGrid, reconstruction_grid
+Names load on first use: importing one evaluation tool does not import them all."""
 
-__all__ = [
-    "KNNMonitor",
-    "KNNReport",
-    "LinearProbe",
-    "OnlineLinearProbe",
-    "ReconstructionGrid",
-    "encoder_knn_top1",
-    "extract_features",
-    "knn_accuracy",
-    "knn_scores",
-    "reconstruction_grid",
-    "topk_accuracy",
-    "train_linear_probe",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "KNNReport": "selfsup.eval.callbacks",
+    "encoder_knn_top1": "selfsup.eval.callbacks",
+    "extract_features": "selfsup.eval.features",
+    "knn_accuracy": "selfsup.eval.knn",
+    "knn_scores": "selfsup.eval.knn",
+    "LinearProbe": "selfsup.eval.linear_probe",
+    "topk_accuracy": "selfsup.eval.linear_probe",
+    "train_linear_probe": "selfsup.eval.linear_probe",
+    "KNNMonitor": "selfsup.eval.online",
+    "OnlineLinearProbe": "selfsup.eval.online",
+    "ReconstructionGrid": "selfsup.eval.reconstruction",
+    "reconstruction_grid": "selfsup.eval.reconstruction",
+    "AttentionMaps": "selfsup.eval.attention",
+    "class_token_attention": "selfsup.eval.attention",
+    "save_attention_maps": "selfsup.eval.attention",
+    "DetectionMAP": "selfsup.eval.detection",
+    "DetectionGrid": "selfsup.eval.detection",
+    "save_detection_grid": "selfsup.eval.detection",
+    "probe": "selfsup.eval.probe",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'selfsup.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -28,7 +28,7 @@ def encoder_knn_top1(
 ) -> float:
     """kNN top-1 of ``encoder`` (default: the module's): bank = training split (or ``max_train_samples``
     of it), queries = held-out split."""
-    encoder = encoder if encoder is not None else module.encoder
+    encoder = encoder if encoder is not None else getattr(module, "backbone", None) or module.encoder
     bank_loader = datamodule.eval_dataloader("train", max_samples=max_train_samples)
     bank, bank_labels = extract_features(
         encoder,
@@ -71,7 +71,7 @@ class KNNReport(Callback):
         # runs before a checkpoint is restored: these are the weights training started from
         if stage == "fit" and self.initial_state is None:
             self.initial_state = {
-                k: v.detach().cpu().clone() for k, v in pl_module.encoder.state_dict().items()
+                k: v.detach().cpu().clone() for k, v in _backbone(pl_module).state_dict().items()
             }
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -83,7 +83,7 @@ class KNNReport(Callback):
         if progress is not None and callable(getattr(progress, "stop", None)):
             progress.stop()
         pool = self.pool or pl_module.default_pool
-        initial = copy.deepcopy(pl_module.encoder)
+        initial = copy.deepcopy(_backbone(pl_module))
         initial.load_state_dict(self.initial_state)
         self.results = {
             "top1_init": encoder_knn_top1(
@@ -128,3 +128,8 @@ class KNNReport(Callback):
             )
             Path(trainer.log_dir).mkdir(parents=True, exist_ok=True)
             (Path(trainer.log_dir) / "knn_report.json").write_text(json.dumps(report, indent=2))
+
+
+def _backbone(pl_module):
+    """The network a method declares for evaluation (``backbone``; the encoder otherwise)."""
+    return getattr(pl_module, "backbone", None) or pl_module.encoder

@@ -19,11 +19,13 @@ def extract_features(
     pool: str = "token",
     device: str | torch.device | None = None,
     description: str | None = None,
+    last_blocks: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features [N, D] float32 on CPU, labels [N] int64)`` for every ``(uint8 images, labels)`` batch.
 
     ``normalize`` turns a uint8 batch into the encoder's input (the method's ``Normalize``).
-    With ``description``, a progress bar is shown.
+    With ``description``, a progress bar is shown. ``last_blocks > 1`` concatenates the features of
+    the last blocks (see :func:`selfsup.encoders.pooled_features`).
     """
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     was_training = encoder.training
@@ -44,7 +46,7 @@ def extract_features(
     try:
         for images, targets in loader:
             x = normalize(images.to(device, non_blocking=True))
-            feats.append(pooled_features(encoder, x, pool).float().cpu())
+            feats.append(pooled_features(encoder, x, pool, last_blocks).float().cpu())
             labels.append(torch.as_tensor(targets).long().cpu())
             if progress is not None:
                 progress.advance(task)

@@ -50,7 +50,8 @@ class OnlineLinearProbe(Callback):
             raise ValueError("OnlineLinearProbe needs num_classes (the datamodule has no num_classes).")
         with torch.random.fork_rng(devices=[]):  # adding a monitor must not change training's random stream
             torch.manual_seed(0)
-            self.head = nn.Linear(pl_module.encoder.num_features, num_classes)
+            backbone = getattr(pl_module, "backbone", None) or pl_module.encoder
+            self.head = nn.Linear(backbone.num_features, num_classes)
         self.optimizer = torch.optim.AdamW(self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         if self._pending_state is not None:
             self.load_state_dict(self._pending_state)
@@ -66,32 +67,24 @@ class OnlineLinearProbe(Callback):
                 features = pl_module.features(view)
         features = distributed.gather_no_grad(features.detach().float())
         labels = distributed.gather_no_grad(labels)
-        labelled = labels >= 0
+        labelled = (labels >= 0).float()
+        count = labelled.sum().clamp_min(1.0)
         if self.head.weight.device != features.device:
             self.head.to(features.device)
             self.optimizer.load_state_dict(self.optimizer.state_dict())  # moves the state along
+        # Unlabelled samples (label < 0) are masked out arithmetically rather than by indexing with a
+        # boolean mask: no data-dependent shapes, so nothing here waits for the device.
         with torch.enable_grad():
             logits = self.head(features)
-            loss = F.cross_entropy(logits[labelled], labels[labelled]) if labelled.any() else logits.sum() * 0
+            per_sample = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
+            loss = (per_sample * labelled).sum() / count
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        top1 = (
-            (logits.argmax(1) == labels)[labelled].float().mean()
-            if labelled.any()
-            else logits.new_tensor(0.0)
-        )
-        batch_size = int(labelled.sum())
+        top1 = ((logits.argmax(1) == labels).float() * labelled).sum() / count
+        pl_module.log("probe/train_loss", loss.detach(), on_step=True, on_epoch=True, batch_size=len(labels))
         pl_module.log(
-            "probe/train_loss", loss.detach(), on_step=True, on_epoch=True, batch_size=max(1, batch_size)
-        )
-        pl_module.log(
-            "probe/train_top1",
-            top1,
-            on_step=True,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=max(1, batch_size),
+            "probe/train_top1", top1.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels)
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -30,13 +30,13 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.torch import load_file, save_file
 
-from selfsup.augment import Normalize
-from selfsup.checkpoint import CheckpointError, epochs_trained, load_checkpoint
+from selfsup.augment.normalize import Normalize
+from selfsup.contract import load_backbone_weights, load_checkpoint, plain, plain_backbone_state, read_meta
 from selfsup.data import ImageDataModule
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear_probe import topk_accuracy, train_linear_probe
-from selfsup.export import build_encoder, encoder_state_dict
+from selfsup.export import epochs_trained
 
 DATA_KEYS = ("source", "root", "image_size", "train_subset", "val_subset", "subset_seed")
 
@@ -141,46 +141,47 @@ def probe_checkpoint(
     temperature: float = 0.07,
     probe_epochs: int = 100,
     device: str | torch.device = "cpu",
+    last_blocks: int = 1,
 ) -> ProbeResult:
+    """Probe the backbone of one checkpoint (pretraining or fine-tune: the contract says which
+    network it is). ``last_blocks > 1`` concatenates the class tokens of the last blocks (DINO's
+    linear evaluation uses 4)."""
     start = time.perf_counter()
     path = Path(path)
     checkpoint = load_checkpoint(path)
-    meta = checkpoint["selfsup"]
-    pool = pool or meta.get("pool", "token")
-    spec = meta["encoder"]
-    if data.image_size != spec["img_size"]:
+    meta = read_meta(checkpoint, path)
+    pool = pool or meta.pool
+    spec = meta.backbone
+    if data.image_size != spec.img_size:
         raise ValueError(
-            f"'{path}' holds an encoder for {spec['img_size']}-px images but the data is resized to "
-            f"{data.image_size} px: set --data.image_size {spec['img_size']}."
+            f"'{path}' holds an encoder for {spec.img_size}-px images but the data is resized to "
+            f"{data.image_size} px: set --data.image_size {spec.img_size}."
         )
-    state = encoder_state_dict(checkpoint, path)
-    key = FeatureCache.key(state, spec, pool, _data_description(data))
+    state = plain_backbone_state(checkpoint, meta, path)
+    feature_pool = pool if last_blocks == 1 else f"{pool}@last{last_blocks}"
+    key = FeatureCache.key(state, plain(spec), feature_pool, _data_description(data))
     cached = cache.load(key)
     if cached is None:
-        encoder = build_encoder(spec)
-        try:
-            encoder.load_state_dict(state)
-        except RuntimeError as err:
-            raise CheckpointError(f"'{path}': the encoder weights do not fit {spec['name']}: {err}") from None
+        encoder = load_backbone_weights(spec.build(), state, spec, path)
         encoder.to(device)
-        normalize = Normalize(meta["mean"], meta["std"]).to(device)
-        train_x, train_y = extract_features(
-            encoder,
-            data.eval_dataloader("train"),
-            normalize,
-            pool,
-            device,
-            description=f"{path.name}: training features",
-        )
-        val_x, val_y = extract_features(
-            encoder,
-            data.eval_dataloader("val"),
-            normalize,
-            pool,
-            device,
-            description=f"{path.name}: held-out features",
-        )
-        cached = {"train_x": train_x, "train_y": train_y, "val_x": val_x, "val_y": val_y}
+        normalize = Normalize(meta.mean, meta.std).to(device)
+        splits = {}
+        for split, label in (("train", "training"), ("val", "held-out")):
+            splits[split] = extract_features(
+                encoder,
+                data.eval_dataloader(split),
+                normalize,
+                pool,
+                device,
+                description=f"{path.name}: {label} features",
+                last_blocks=last_blocks,
+            )
+        cached = {
+            "train_x": splits["train"][0],
+            "train_y": splits["train"][1],
+            "val_x": splits["val"][0],
+            "val_y": splits["val"][1],
+        }
         cache.save(key, cached)
         from_cache = False
     else:
@@ -203,10 +204,10 @@ def probe_checkpoint(
     top = topk_accuracy(probe.logits(val_x), val_y, (1, 5))
     return ProbeResult(
         checkpoint=str(path),
-        method=meta.get("method", ""),
+        method=meta.method,
         epoch=epochs_trained(checkpoint),
         global_step=int(checkpoint.get("global_step", -1)),
-        pool=pool,
+        pool=feature_pool,
         knn_top1=knn,
         linear_top1=top[1],
         linear_top5=top[5],
@@ -268,25 +269,16 @@ def write_report(
         writer.writeheader()
         writer.writerows(rows)
     (out / "probe.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
-    if len(results) > 1 and len({r.method for r in results}) == 1:
-        import matplotlib
+    series: dict[str, Any] = {}
+    for method in dict.fromkeys(r.method for r in results):
+        mine = sorted((r for r in results if r.method == method), key=lambda r: (r.epoch, r.global_step))
+        curves = {f"kNN top-1 (k={k})": [100 * r.knn_top1[k] for r in mine] for k in ks}
+        curves["linear probe top-1"] = [100 * r.linear_top1 for r in mine]
+        series[f"{method} ({mine[0].pool} features)"] = ([r.epoch for r in mine], curves)
+    if any(len(xs) > 1 for xs, _ in series.values()):
+        from selfsup.eval.plots import accuracy_curves_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-        epochs = [r.epoch for r in results]
-        for k in ks:
-            ax.plot(epochs, [100 * r.knn_top1[k] for r in results], marker="o", label=f"kNN top-1 (k={k})")
-        ax.plot(epochs, [100 * r.linear_top1 for r in results], marker="s", label="linear probe top-1")
-        ax.set_xlabel("training epoch")
-        ax.set_ylabel("held-out accuracy (%)")
-        ax.set_title(f"{results[0].method} ({results[0].pool} features)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "probe_accuracy.png")
-        plt.close(fig)
+        accuracy_curves_png(series, out / "probe_accuracy.png")
     return out
 
 
@@ -295,7 +287,7 @@ def data_for(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> ImageData
     ``overrides`` on top; STL-10's unlabelled images are left out; the image size is the encoder's."""
     saved = dict(checkpoint.get("datamodule_hyper_parameters", {}))
     args = {k: v for k, v in saved.items() if k in (*DATA_KEYS, "batch_size", "num_workers", "download")}
-    args["image_size"] = checkpoint["selfsup"]["encoder"]["img_size"]
+    args["image_size"] = read_meta(checkpoint).backbone.img_size
     args.update({k: v for k, v in overrides.items() if v is not None})
     args["stl10_unlabeled"] = False
     return ImageDataModule(**args)
@@ -311,8 +303,11 @@ def probe(
     out: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     device: str = "auto",
+    last_blocks: int = 1,
 ) -> list[ProbeResult]:
-    """Probe every checkpoint in ``paths`` (files or run folders) and write the report."""
+    """Probe every checkpoint in ``paths`` (files or run folders) and write the report. Checkpoints
+    of several methods (e.g. one run folder each) get one accuracy-against-epoch panel each, side
+    by side in ``probe_accuracy.png``."""
     checkpoints = find_checkpoints(paths)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     first = Path(paths[0])
@@ -322,7 +317,7 @@ def probe(
     )
     datamodule = data_for(load_checkpoint(checkpoints[0]), data or {})
     results = [
-        probe_checkpoint(p, datamodule, cache, pool, ks, temperature, probe_epochs, device)
+        probe_checkpoint(p, datamodule, cache, pool, ks, temperature, probe_epochs, device, last_blocks)
         for p in checkpoints
     ]
     results = _dedupe(results)

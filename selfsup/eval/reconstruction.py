@@ -15,17 +15,21 @@ from selfsup.encoders import unpatchify
 
 
 @torch.no_grad()
-def reconstruction_grid(module, images: torch.Tensor, seed: int = 0, min_side: int = 96) -> torch.Tensor:
+def reconstruction_grid(
+    module, images: torch.Tensor, seed: int = 0, min_side: int = 96, forward=None
+) -> torch.Tensor:
     """Three rows for a uint8 batch ``[N, 3, H, W]``: the original, the masked input (hidden patches
     grey), and the reconstruction with the visible patches pasted back. Returns a float ``[3, h, w]``
-    grid in [0, 1]; images smaller than ``min_side`` are enlarged (nearest) to stay legible."""
+    grid in [0, 1]; images smaller than ``min_side`` are enlarged (nearest) to stay legible.
+    ``forward`` runs the model (default: ``module``; under FSDP the wrapped root, which gathers the
+    sharded weights)."""
     was_training = module.training
     module.eval()
     try:
         device = next(module.parameters()).device
         x = module.normalize(images.to(device))
         generator = torch.Generator(device=device).manual_seed(seed)
-        pred, target, mask = module(x, generator=generator)
+        pred, target, mask = (forward or module)(x, generator=generator)
         if (
             module.criterion.norm_pix_loss
         ):  # predictions are per-patch normalised: undo with the target's stats
@@ -85,13 +89,23 @@ class ReconstructionGrid(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        if not trainer.is_global_zero or ((epoch + 1) % self.every_n_epochs and not last):
+        if (epoch + 1) % self.every_n_epochs and not last:
             return
         if not hasattr(pl_module, "decoder") or not hasattr(pl_module, "patch_size"):
             rank_zero_warn("ReconstructionGrid only applies to MAE; skipping it for this model.")
             return
-        grid = reconstruction_grid(pl_module, self._fixed_images(trainer), seed=self.seed)
+        # Every process runs the forward, through the strategy's wrapper: under FSDP the parameters are
+        # sharded, the wrapper gathers them, and a forward on one process alone would wait forever
+        # for the others. The log folder is asked for on every process too (Lightning broadcasts it
+        # from the first). Only the first process writes.
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrapped = trainer.strategy.model
+        forward = wrapped if isinstance(wrapped, FullyShardedDataParallel) else None
+        grid = reconstruction_grid(pl_module, self._fixed_images(trainer), seed=self.seed, forward=forward)
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "reconstructions"
+        if not trainer.is_global_zero:
+            return
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch_{epoch:03d}.png"
         save_image(grid, path)

@@ -8,7 +8,6 @@ from typing import Any
 
 import timm
 import torch
-from timm.models import get_model_args
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -54,26 +53,6 @@ def load_backbone(
         raise ValueError(f"patch_size applies to ViT backbones; {backbone!r} has no patches: leave it unset.")
     # a CNN takes images of any size: img_size (linked from the data) has nothing to set
     return timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
-
-
-def backbone_spec(model: nn.Module) -> dict[str, Any]:
-    """Architecture of a backbone as JSON-serialisable data: rebuilds it without weights."""
-    args = {
-        k: (list(v) if isinstance(v, tuple) else v)
-        for k, v in get_model_args(model).items()
-        if k not in ("num_classes", "pretrained_cfg_overlay")
-    }
-    return {"name": model.pretrained_cfg.get("architecture"), "model_args": args, "vit": is_vit(model)}
-
-
-def backbone_from_spec(spec: dict[str, Any]) -> nn.Module:
-    args = dict(spec["model_args"])
-    if spec.get("vit"):
-        size, patch = args.pop("img_size", None), args.pop("patch_size", None)
-        return create_encoder(
-            spec["name"], img_size=size[0] if isinstance(size, list) else size, patch_size=patch, **args
-        )
-    return timm.create_model(spec["name"], pretrained=False, num_classes=0, **args)
 
 
 def pool_output(backbone: nn.Module, out: torch.Tensor, num_prefix: int, pool: str) -> torch.Tensor:

@@ -13,10 +13,8 @@ import copy
 import os
 from pathlib import Path
 
-import timm
-
-from selfsup.checkpoint import epochs_trained, load_checkpoint
-from selfsup.export import write_export
+from selfsup.contract import load_checkpoint, read_meta
+from selfsup.export import export_metadata, write_export
 from selfsup.finetune.backbone import is_vit
 from selfsup.finetune.module import FineTune
 from selfsup.finetune.strategies import NotExportable
@@ -37,20 +35,16 @@ def export_finetuned(
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"'{out_dir}' exists; pass overwrite=True (--overwrite) to replace it.")
     checkpoint = load_checkpoint(checkpoint_path)
-    meta = checkpoint["selfsup"]
+    meta = read_meta(checkpoint, checkpoint_path).require(checkpoint_path, kind="finetune")
     module = FineTune.from_checkpoint(checkpoint_path)
     backbone = module.strategy.merge(copy.deepcopy(module.encoder))
-    spec = meta["encoder"]
     extra_files = {}
-    if module.task == "classification":
+    if module.task.name == "classification":
         if module.head.kind != "linear":
             raise NotExportable("an MLP head has no plain-timm counterpart: export needs head: linear.")
-        args = dict(spec["model_args"])
-        if is_vit(backbone):
-            args["global_pool"] = module.pool
-            if module.pool == "avg":
-                args["fc_norm"] = False
-        model = timm.create_model(spec["name"], pretrained=False, num_classes=module.num_classes, **args)
+        model = meta.backbone.build(
+            pool=module.pool if is_vit(backbone) else None, num_classes=module.num_classes
+        )
         state = backbone.state_dict()
         classifier = _classifier_name(model)
         state[f"{classifier}.weight"] = module.head.layers.weight.detach()
@@ -58,29 +52,23 @@ def export_finetuned(
         model.load_state_dict(state)
     else:
         model = backbone
-        extra_files["head.safetensors"] = {
-            k: v.detach().contiguous() for k, v in module.head.state_dict().items()
-        }
-    metadata = {
-        "format": 1,
-        "method": "finetune",
-        "task": module.task,
-        "num_classes": module.num_classes,
-        "strategy": meta["strategy"],
-        "pool": module.pool,
-        "classes": (checkpoint.get("datamodule_hyper_parameters") or {}).get("classes"),
-        "pretrained_from": meta.get("pretrained_from"),
-        "recipe": {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")},
-        "data": checkpoint.get("datamodule_hyper_parameters", {}),
-        "epochs": epochs_trained(checkpoint),
-        "source_checkpoint": str(checkpoint_path),
-    }
+        extra_files["head.safetensors"] = {k: v.detach().contiguous() for k, v in module.head.state_dict().items()}
+    metadata = export_metadata(
+        checkpoint,
+        meta,
+        checkpoint_path,
+        task=meta.task,
+        num_classes=module.num_classes,
+        strategy=meta.task["strategy"],
+        classes=(checkpoint.get("datamodule_hyper_parameters") or {}).get("classes"),
+        pretrained_from=meta.pretrained_from,
+    )
     return write_export(
         out_dir,
         model,
-        f"selfsup_finetune_{meta['strategy']['name']}",
-        meta["mean"],
-        meta["std"],
+        f"selfsup_finetune_{meta.task['strategy']['name']}",
+        meta.mean,
+        meta.std,
         metadata,
         extra_files,
     )

@@ -1,42 +1,43 @@
-"""``FineTune``: a pretrained backbone + a task head + a strategy, trained on labelled data."""
+"""``FineTune``: a pretrained backbone + a task (head, loss, augmentation, metrics) + a strategy,
+trained on labelled data."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_only
-from rich.console import Console
-from rich.table import Table
-from timm.data import Mixup
-from timm.loss import SoftTargetCrossEntropy
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
+from torch import nn
+from torchmetrics import Metric
 
-from selfsup.augment import CropFlipAugment, CropFlipConfig, Normalize, SegmentationAugment
+from selfsup.augment import CropFlipConfig
+from selfsup.contract import (
+    CheckpointMeta,
+    ModelSpec,
+    as_config,
+    load_checkpoint,
+    plain,
+    read_meta,
+)
 from selfsup.encoders import default_pool
-from selfsup.finetune.backbone import backbone_spec, dense_output, is_vit, load_backbone, pool_output
-from selfsup.finetune.strategies import Strategy, get_strategy
-from selfsup.guard import guard_loss
-from selfsup.heads import ClassificationHead, SegmentationHead
-from selfsup.methods.base import CHECKPOINT_FORMAT, CHECKPOINT_KEY, _plain, as_config
-from selfsup.optim import OptimConfig, optimizer_and_schedule
+from selfsup.finetune.backbone import dense_output, is_vit, load_backbone, pool_output
+from selfsup.finetune.strategies import STRATEGIES, Strategy, get_strategy
+from selfsup.finetune.tasks import TASKS, Task
+from selfsup.module import SelfSupModule
+from selfsup.optim import OptimConfig
 
-IGNORE_INDEX = 255
+TaskName = Literal["classification", "segmentation"]
 
 
-class FineTune(L.LightningModule):
+class FineTune(SelfSupModule):
     """Adapt a backbone to a labelled task.
 
     Args:
-        backbone: a selfsup export folder or training checkpoint (the pretrained encoder), a
-            ``local-dir:`` timm folder, or any timm model name (ViT or CNN, e.g. ``resnet50``;
-            randomly initialised).
+        backbone: a selfsup export folder or checkpoint (the pretrained backbone), a ``local-dir:``
+            timm folder, or any timm model name (ViT or CNN, e.g. ``resnet50``; randomly initialised).
         num_classes: classes of the task.
         task: ``classification`` (batches of images and labels) or ``segmentation`` (images and
-            masks of class indices, 255 = ignore).
+            masks of class indices, 255 = ignore); see ``selfsup.finetune.tasks``.
         strategy: ``linear``, ``full``, ``partial``, ``bitfit``, ``lora``, ``adapter``, ``prompt``, or a
             configured one (``class_path: selfsup.finetune.LoRA`` with ``init_args: {rank: 4}``).
         head: classification head, ``linear`` or ``mlp`` (``head_hidden_dim`` wide).
@@ -50,13 +51,16 @@ class FineTune(L.LightningModule):
         optim: optimiser and schedule; ``lr = base_lr * global_batch / 256``. Strategy ``full``
             multiplies it per layer (layer-wise decay).
         skip_nonfinite_steps: NaN / infinite-loss steps to skip before stopping (0: stop at the first).
+        compile: compile the backbone and head with ``torch.compile``.
     """
+
+    kind = "finetune"
 
     def __init__(
         self,
         backbone: str = "vit_tiny_patch16_224",
         num_classes: int = 10,
-        task: Literal["classification", "segmentation"] = "classification",
+        task: TaskName = "classification",
         strategy: str | Strategy = "full",
         head: Literal["linear", "mlp"] = "linear",
         head_hidden_dim: int = 512,
@@ -70,64 +74,56 @@ class FineTune(L.LightningModule):
         augment: CropFlipConfig = CropFlipConfig(),
         optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.05, warmup_epochs=5),
         skip_nonfinite_steps: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
-        hparams = {k: _plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
+        hparams = {k: plain(v) for k, v in locals().items() if k not in ("self", "__class__")}
         if isinstance(strategy, Strategy):
-            hparams["strategy"] = {"name": strategy.name, **_plain(strategy)}
+            hparams["strategy"] = {"name": strategy.name, **plain(strategy)}
         self.save_hyperparameters(hparams)
-        if task not in ("classification", "segmentation"):
-            raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}.")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
-        self.task = task
-        self.num_classes = num_classes
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}.")
         self.backbone_source = backbone
         self.encoder = load_backbone(backbone, img_size, patch_size, backbone_kwargs)
         self.strategy = get_strategy(strategy)
-        self.strategy.apply(self.encoder)
-        self.pretrained_method = _pretrained_method(backbone)
-        self.pool = pool or (
-            default_pool(self.encoder, self.pretrained_method) if is_vit(self.encoder) else "avg"
-        )
+        self.pretrained_method, declared_pool = _pretrained_record(backbone)
+        self.pool = pool or (default_pool(self.encoder, declared_pool or "token") if is_vit(self.encoder) else "avg")
         cfg = self.encoder.pretrained_cfg
-        self.mean, self.std = (
-            tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-            tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-        )
+        self.set_normalization(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
         self.image_size = img_size or (
             self.encoder.patch_embed.img_size[0] if is_vit(self.encoder) else cfg["input_size"][-1]
         )
-        self.normalize = Normalize(self.mean, self.std)
-        dim = self.encoder.num_features
+        self.spec = ModelSpec.from_model(self.encoder)  # before the strategy changes the module
         view = as_config(CropFlipConfig, augment)
+        dim = self.encoder.num_features
         if task == "classification":
-            self.head = ClassificationHead(dim, num_classes, head, head_hidden_dim)
-            self.train_augment = CropFlipAugment(self.image_size, self.mean, self.std, view)
-            self.mixup = (
-                Mixup(
-                    mixup_alpha=mixup,
-                    cutmix_alpha=cutmix,
-                    label_smoothing=label_smoothing,
-                    num_classes=num_classes,
-                )
-                if (mixup > 0 or cutmix > 0)
-                else None
-            )
-            self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-            self.val_top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+            self.task = TASKS[task](
+                num_classes, dim, self.image_size, self.mean, self.std, head, head_hidden_dim,
+                mixup, cutmix, label_smoothing, view,
+            )  # fmt: skip
         else:
             if mixup > 0 or cutmix > 0:
                 raise ValueError("mixup / cutmix apply to classification only.")
-            self.head = SegmentationHead(dim, num_classes)
-            self.train_augment = SegmentationAugment(self.image_size, self.mean, self.std, view)
-            self.mixup = None
-            self.val_miou = MulticlassJaccardIndex(num_classes, ignore_index=IGNORE_INDEX, average="macro")
-        self.label_smoothing = label_smoothing
-        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+            self.task = TASKS[task](num_classes, dim, self.image_size, self.mean, self.std, 0.0, view)
+        self.task.check_strategy(self.strategy.name)
+        self.strategy.apply(self.encoder)
         self.optim = as_config(OptimConfig, optim)
-        self.skip_nonfinite_steps = skip_nonfinite_steps
-        self.last_confusion: torch.Tensor | None = None
+        self.compile_model = compile
+        self.set_guard(skip_nonfinite_steps)
+
+    # --- convenience views of the task ----------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        return self.task.num_classes
+
+    @property
+    def head(self) -> nn.Module:
+        return self.task.head
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
 
     # --- parameters ------------------------------------------------------------------------------
 
@@ -143,26 +139,27 @@ class FineTune(L.LightningModule):
         }
 
     def setup(self, stage: str) -> None:
-        data_classes = (
-            getattr(self.trainer.datamodule, "num_classes", None) if self.trainer.datamodule else None
-        )
+        super().setup(stage)
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        data_classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
-                f"the data has {data_classes} classes but the {self.task} head has num_classes={self.num_classes}: "
+                f"the data has {data_classes} classes but the {self.task.name} head has num_classes={self.num_classes}: "
                 f"set model.init_args.num_classes: {data_classes}."
             )
 
-    @rank_zero_only
     def on_fit_start(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        from rich.console import Console
+        from rich.table import Table
+
         s = self.trainable_summary()
         table = Table(title=f"Fine-tune strategy '{self.strategy.name}' on {type(self.encoder).__name__}")
         for col in ("trainable", "of which backbone", "total", "share"):
             table.add_column(col, justify="right")
         table.add_row(
-            f"{s['trainable']:,}",
-            f"{s['backbone_trainable']:,}",
-            f"{s['total']:,}",
-            f"{100 * s['share']:.2f}%",
+            f"{s['trainable']:,}", f"{s['backbone_trainable']:,}", f"{s['total']:,}", f"{100 * s['share']:.2f}%"
         )
         Console().print(table)
         for logger in self.loggers:
@@ -174,201 +171,123 @@ class FineTune(L.LightningModule):
             self.encoder.eval()  # linear probing: frozen BatchNorm statistics, no dropout
         return self
 
-    def configure_optimizers(self) -> dict:
+    def trainable_groups(self) -> list[dict]:
         groups = self.strategy.param_groups(self.encoder, self.optim.weight_decay)
-        head = [(n, p) for n, p in self.head.named_parameters() if p.requires_grad]
+        head = [(n, p) for n, p in self.task.named_parameters() if p.requires_grad]
         groups += [
-            {"params": [p for _, p in head if p.ndim > 1], "weight_decay": self.optim.weight_decay},
-            {"params": [p for _, p in head if p.ndim <= 1], "weight_decay": 0.0},
+            {"params": [p for _, p in head if p.ndim > 1], "weight_decay": self.optim.weight_decay, "decay": True},
+            {"params": [p for _, p in head if p.ndim <= 1], "weight_decay": 0.0, "decay": False},
         ]
-        return optimizer_and_schedule(self.trainer, self.optim, [g for g in groups if g["params"]])
+        return [g for g in groups if g["params"]]
+
+    def compile_targets(self) -> list[nn.Module]:
+        return [self.encoder, self.task.head]
 
     # --- forward ---------------------------------------------------------------------------------
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised images → class logits ``[B, C]`` or pixel logits ``[B, C, H, W]``."""
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the task's head reads: pooled ``[B, D]`` or dense ``[B, D, h, w]`` features."""
         out, prefix = self.strategy.encode(self.encoder, images)
-        if self.task == "classification":
-            return self.head(pool_output(self.encoder, out, prefix, self.pool))
+        if self.task.features == "pooled":
+            return pool_output(self.encoder, out, prefix, self.pool)
         grid = tuple(self.encoder.patch_embed.grid_size) if is_vit(self.encoder) else None
-        return self.head(dense_output(out, prefix, grid), images.shape[-2:])
+        return dense_output(out, prefix, grid)
+
+    def forward(self, images: torch.Tensor) -> Any:
+        """Normalised images → the task's outputs (class logits ``[B, C]``, pixel logits ``[B, C, H, W]``)."""
+        return self.task(self.backbone_features(images), images)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, targets = batch[0], batch[1]
+        if isinstance(images, (list, tuple)):  # data.decode: gpu
+            from selfsup.data.decode import decode_batch
+
+            images = decode_batch(images, self.image_size, self.device)
         if self._trainer is not None and self._trainer.training:
-            if self.task == "segmentation":
-                return self.train_augment(images, targets)
-            images = self.train_augment(images)
-            if self.mixup is not None:
-                if len(images) % 2:
-                    raise ValueError(
-                        "mixup / cutmix need an even batch size: set data.batch_size to an even number."
-                    )
-                images, targets = self.mixup(images, targets)
-            return images, targets
-        return self.normalize(images), targets
+            return self.task.train_batch(images, targets)
+        return self.task.eval_batch(images, targets, self.normalize)
 
     # --- steps -----------------------------------------------------------------------------------
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.task == "classification" and targets.ndim == 2:  # soft targets from mixup / cutmix
-            return SoftTargetCrossEntropy()(logits, targets)
-        return F.cross_entropy(
-            logits, targets, label_smoothing=self.label_smoothing, ignore_index=IGNORE_INDEX
-        )
-
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        loss = guard_loss(self, self.loss(self(images), targets), self.skip_nonfinite_steps)
-        if loss is not None:
-            self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        loss = self.guard(self.task.loss(self(images), targets))
+        self.log_step(loss, len(images))
         return loss
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
         images, targets = batch
-        logits = self(images)
-        self.log(
-            "val/loss",
-            F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX),
-            on_epoch=True,
-            batch_size=len(images),
-            sync_dist=True,
-        )
-        preds = logits.argmax(1)
-        if self.task == "classification":
-            self.val_top1.update(logits, targets)
-            self.val_top5.update(logits, targets)
-            self.log("val/top1", self.val_top1, on_epoch=True, prog_bar=True, batch_size=len(images))
-            self.log("val/top5", self.val_top5, on_epoch=True, batch_size=len(images))
-        else:
-            self.val_miou.update(preds, targets)
-            self.log("val/miou", self.val_miou, on_epoch=True, prog_bar=True, batch_size=len(images))
-        self.confusion.update(preds, targets)
+        values = self.task.update(self(images), targets)
+        for name, value in values.items():
+            if isinstance(value, Metric):
+                self.log(name, value, on_epoch=True, prog_bar=name != "val/loss", batch_size=len(images))
+            else:
+                self.log(name, value, on_epoch=True, batch_size=len(images), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.last_confusion = self.confusion.compute().cpu()
-        self.confusion.reset()
+        self.task.epoch_end()
 
     def on_fit_end(self) -> None:
-        if self.last_confusion is None or not self.trainer.is_global_zero:
-            return
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        classes = getattr(self.trainer.datamodule, "classes", None) or [
-            str(i) for i in range(self.num_classes)
-        ]
-        save_confusion_matrix(
-            self.last_confusion,
-            classes,
-            folder / "confusion_matrix.png",
-            title=f"{self.task}, strategy {self.strategy.name}",
-        )
+        trainer = self.trainer
+        if not trainer.is_global_zero or trainer.logger is None or not trainer.log_dir:
+            return  # no logger: no run folder, and nothing is written into the working directory
+        classes = getattr(trainer.datamodule, "classes", None) or [str(i) for i in range(self.num_classes)]
+        self.task.save_pictures(Path(trainer.log_dir), classes, f"{self.task.name}, strategy {self.strategy.name}")
 
     # --- checkpoints -----------------------------------------------------------------------------
+
+    def checkpoint_meta(self) -> CheckpointMeta:
+        task = self.task.record()
+        task["strategy"] = {"name": self.strategy.name, **plain(self.strategy)}
+        return CheckpointMeta(
+            kind="finetune",
+            method="finetune",
+            backbone=self.spec,
+            backbone_prefix="encoder.",
+            pool=self.pool,
+            mean=self.mean,
+            std=self.std,
+            task=task,
+            pretrained_from=str(self.backbone_source),
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> FineTune:
         """Rebuild a fine-tuned model from its checkpoint alone (the architecture from the checkpoint's
         metadata, no pretrained weights fetched), with its trained weights, in eval mode."""
-        from selfsup.checkpoint import CheckpointError, load_checkpoint
-        from selfsup.finetune.strategies import STRATEGIES
-
         checkpoint = load_checkpoint(path)
-        meta = checkpoint[CHECKPOINT_KEY]
-        if meta.get("method") != "finetune":
-            raise CheckpointError(
-                f"'{path}' is a {meta.get('method')} pretraining checkpoint, not a fine-tune "
-                "checkpoint: export it with `selfsup export` or fine-tune from it."
-            )
+        meta = read_meta(checkpoint, path).require(path, kind="finetune")
         hparams = checkpoint.get("hyper_parameters", {})
-        spec = dict(meta["encoder"])
-        args = dict(spec["model_args"])
-        img_size = patch_size = None
-        if spec.get("vit"):
-            size = args.pop("img_size", None)
-            img_size = size[0] if isinstance(size, list) else size
-            patch_size = args.pop("patch_size", None)
-        fields = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in meta["strategy"].items() if k != "name"
-        }
+        spec = meta.backbone
+        record = dict(meta.task["strategy"])
+        name = record.pop("name")
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
         module = cls(
-            backbone=spec["name"],
-            num_classes=meta["num_classes"],
-            task=meta["task"],
-            strategy=STRATEGIES[meta["strategy"]["name"]](**fields),
-            head=hparams.get("head", "linear"),
+            backbone=spec.name,
+            num_classes=meta.task["num_classes"],
+            task=meta.task["name"],
+            strategy=STRATEGIES[name](**fields),
+            head=meta.task.get("head", hparams.get("head", "linear")),
             head_hidden_dim=hparams.get("head_hidden_dim", 512),
-            pool=meta["pool"],
-            img_size=img_size,
-            patch_size=patch_size,
-            backbone_kwargs=args,
+            pool=meta.pool,
+            img_size=spec.img_size,
+            patch_size=spec.patch_size,
+            backbone_kwargs=dict(spec.model_args),
         )
-        module.mean, module.std = tuple(meta["mean"]), tuple(meta["std"])
-        module.normalize = Normalize(module.mean, module.std)
+        module.set_normalization(meta.mean, meta.std)
         module.load_state_dict(checkpoint["state_dict"])
         return module.eval()
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "format": CHECKPOINT_FORMAT,
-            "method": "finetune",
-            "task": self.task,
-            "num_classes": self.num_classes,
-            "strategy": {"name": self.strategy.name, **_plain(self.strategy)},
-            "encoder": backbone_spec(self.encoder),
-            "head": {"kind": getattr(self.head, "kind", "segmentation")},
-            "pool": self.pool,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "img_size": self.image_size,
-            "pretrained_from": str(self.backbone_source),
-        }
 
-
-def _pretrained_method(backbone: str) -> str | None:
-    """The selfsup method an export folder or checkpoint was pretrained with, if it says."""
+def _pretrained_record(backbone: str) -> tuple[str | None, str | None]:
+    """``(method, pooling)`` that a selfsup export folder or checkpoint declares; Nones otherwise."""
     import json
 
     path = Path(backbone)
     if path.is_dir() and (path / "selfsup.json").is_file():
-        return json.loads((path / "selfsup.json").read_text()).get("method")
+        meta = json.loads((path / "selfsup.json").read_text())
+        return meta.get("method"), meta.get("pool")
     if path.suffix == ".ckpt" and path.is_file():
-        from selfsup.checkpoint import load_checkpoint
-
-        return load_checkpoint(path)[CHECKPOINT_KEY].get("method")
-    return None
-
-
-def save_confusion_matrix(matrix: torch.Tensor, classes: list[str], path: Path, title: str = "") -> Path:
-    """Row-normalised confusion matrix (rows: true class, columns: prediction) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = matrix.float()
-    rates = counts / counts.sum(1, keepdim=True).clamp_min(1)
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * n, 0.8 + 0.45 * n), dpi=120)
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=90 if n > 10 else 0, fontsize=7)
-    ax.set_yticks(range(n), classes, fontsize=7)
-    if n <= 20:
-        for i in range(n):
-            for j in range(n):
-                ax.text(
-                    j,
-                    i,
-                    f"{100 * rates[i, j]:.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if rates[i, j] > 0.5 else "black",
-                )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title} (% of each true class)", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        meta = read_meta(load_checkpoint(path), path)
+        return meta.method, meta.pool
+    return None, None

@@ -16,7 +16,6 @@ for export where that is possible.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -45,8 +44,8 @@ def _split_decay(
     decay = [p for n, p in named if p.ndim > 1 and n not in no_decay]
     rest = [p for n, p in named if not (p.ndim > 1 and n not in no_decay)]
     groups = [
-        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
-        {"params": rest, "weight_decay": 0.0, "lr_scale": lr_scale},
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale, "decay": True},
+        {"params": rest, "weight_decay": 0.0, "lr_scale": lr_scale, "decay": False},
     ]
     return [g for g in groups if g["params"]]
 
@@ -98,9 +97,12 @@ class Linear(Strategy):
 
 @dataclass(frozen=True)
 class Full(Strategy):
-    """All weights train; block ``i`` of a depth-``d`` ViT gets ``lr * layer_decay ** (d - i)``,
-    the patch embedding, class token and position embedding ``lr * layer_decay ** (d + 1)``, the final
-    norm and the head ``lr`` (the MAE / BEiT convention). CNNs decay by timm's stage groups."""
+    """All weights train with layer-wise learning-rate decay (BEiT's idea, MAE's fine-tuning recipe),
+    through timm's ``param_groups_layer_decay`` and its ``group_matcher`` layers: block ``i`` of a
+    depth-``d`` ViT gets ``lr * layer_decay ** (d - 1 - i)``, the patch embedding, class token and
+    position embedding ``lr * layer_decay ** d``, the last block, the final norm and the head ``lr``.
+    (timm counts the final norm with the last block; MAE's own ``lr_decay.py`` gives them one more
+    level, so its rates are those here times ``layer_decay``.) CNNs decay by timm's layers too."""
 
     name: ClassVar[str] = "full"
     layer_decay: float = 0.75
@@ -109,34 +111,25 @@ class Full(Strategy):
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must lie in (0, 1], got {self.layer_decay}.")
 
-    def layer_id(self, backbone: nn.Module, name: str) -> tuple[int, int]:
-        """``(layer id, number of layers)`` of a parameter name."""
-        if is_vit(backbone):
-            depth = len(backbone.blocks)
-            if name.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed", "prompt_tokens")):
-                return 0, depth + 1
-            match = re.match(r"blocks\.(\d+)\.", name)
-            return (int(match.group(1)) + 1 if match else depth + 1), depth + 1
-        groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
-        for gid, names in groups.items():
-            if name in names:
-                return gid, max(groups) + 1
-        return max(groups) + 1, max(groups) + 1
-
     def param_groups(self, backbone: nn.Module, weight_decay: float) -> list[dict]:
-        by_layer: dict[int, list[tuple[str, nn.Parameter]]] = {}
-        num_layers = 1
-        for name, p in backbone.named_parameters():
-            if p.requires_grad:
-                lid, num_layers = self.layer_id(backbone, name)
-                by_layer.setdefault(lid, []).append((name, p))
-        no_decay = _no_decay_names(backbone)
-        groups = []
-        for lid in sorted(by_layer):
-            groups += _split_decay(
-                by_layer[lid], weight_decay, self.layer_decay ** (num_layers - lid), no_decay
-            )
-        return groups
+        from timm.optim import param_groups_layer_decay
+
+        groups = param_groups_layer_decay(
+            backbone,
+            weight_decay=weight_decay,
+            no_weight_decay_list=sorted(_no_decay_names(backbone)),
+            layer_decay=self.layer_decay,
+        )
+        return [
+            {
+                "params": g["params"],
+                "weight_decay": g["weight_decay"],
+                "lr_scale": g["lr_scale"],
+                "decay": g["weight_decay"] > 0,
+            }
+            for g in groups
+            if g["params"]
+        ]
 
 
 @dataclass(frozen=True)

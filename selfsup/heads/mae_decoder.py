@@ -4,9 +4,10 @@ sine-cosine position embedding, a few transformer blocks, and a linear pixel pre
 from __future__ import annotations
 
 import torch
-from timm.layers import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
+
+from selfsup.encoders.pos_embed import sincos_2d
 
 # Default decoder (depth, width) by encoder width. The paper's 8 x 512 decoder on all L tokens costs
 # about 4 * 8 * 512^2 / (depth_enc * width_enc^2) times the encoder on L/4 tokens (per-token weight
@@ -62,8 +63,7 @@ class MAEDecoder(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        pos = build_sincos2d_pos_embed(list(self.grid_size), dim=dim)  # [L, dim], fixed
-        pos = torch.cat([torch.zeros(num_prefix_tokens, dim), pos]).unsqueeze(0)
+        pos = sincos_2d(*self.grid_size, dim, num_prefix_tokens).unsqueeze(0)  # fixed, zeros for prefix tokens
         self.register_buffer("pos_embed", pos, persistent=False)
         self.blocks = nn.Sequential(
             *[Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]

@@ -58,23 +58,17 @@ class InfoNCELoss(nn.Module):
                 "InfoNCELoss needs at least 2 images in the (global) batch: with a batch of 1 there are "
                 "no negatives. Increase the batch size."
             )
-        z1 = F.normalize(z1, dim=1)
-        z2 = F.normalize(z2, dim=1)
+        anchors = F.normalize(torch.cat([z1, z2]), dim=1)  # [2n, D]: this process's views, 1 then 2
         if self.gather_distributed and world > 1:
-            all1, all2 = distributed.gather(z1), distributed.gather(z2)
-            offset = distributed.rank() * n
+            # one collective for both views: rank r's rows are [z1_r; z2_r] at r * 2n
+            candidates = distributed.gather(anchors)  # [world * 2n, D]
+            offset = distributed.rank() * 2 * n
         else:
-            all1, all2 = z1, z2
-            offset = 0
-        big_n = all1.shape[0]
-        candidates = torch.cat([all1, all2], dim=0)  # [2N_global, D]
-        anchors = torch.cat([z1, z2], dim=0)  # [2n, D]
-        logits = anchors @ candidates.T / self.temperature  # [2n, 2N_global]
-
-        local = torch.arange(n, device=z1.device) + offset
-        self_cols = torch.cat([local, local + big_n])
-        positive_cols = torch.cat([local + big_n, local])
-        is_self = torch.zeros_like(logits, dtype=torch.bool)
-        is_self[torch.arange(2 * n, device=z1.device), self_cols] = True
-        logits = logits.masked_fill(is_self, float("-inf"))  # an anchor is never its own negative
+            candidates, offset = anchors, 0
+        logits = anchors @ candidates.T / self.temperature  # [2n, world * 2n]
+        rows = torch.arange(2 * n, device=z1.device)
+        self_cols = rows + offset
+        positive_cols = (rows + n) % (2 * n) + offset  # view 1 <-> view 2 of the same image
+        # an anchor is never its own negative
+        logits = logits.scatter(1, self_cols[:, None], float("-inf"))
         return F.cross_entropy(logits, positive_cols)

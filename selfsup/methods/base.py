@@ -1,55 +1,42 @@
-"""What every pretraining method shares, and nothing more: the encoder, the augmentation hook, the
-optimiser set-up, and the checkpoint metadata that export and probing read."""
+"""What every pretraining method shares, and the declarations a method makes.
+
+A method is one file: a subclass of :class:`PretrainModule` that
+
+- builds its heads and loss in ``__init__`` and declares its **views** with :meth:`set_views`
+  (one :class:`~selfsup.augment.ViewConfig` per view: any number, any sizes);
+- declares its **backbone** (the module that export, probing, the kNN monitor and the online probe
+  use) by overriding :attr:`backbone` (default: ``self.encoder``; a momentum teacher's encoder for
+  EMA methods), and its **default pooling** with the class attribute ``pooling``;
+- registers **momentum teachers** with :meth:`add_momentum_teacher`: an EMA of a student module,
+  updated after every optimiser step with a momentum that follows a cosine over the total number of
+  optimiser steps (:attr:`total_steps`);
+- implements ``training_step`` on ``(views, labels)`` batches, calling :meth:`guard` on its loss and
+  :meth:`log_step`.
+
+Everything else (encoder construction, augmentation in ``on_after_batch_transfer``, the optimiser
+and its schedules, the non-finite guard, checkpoint metadata) is here or in ``selfsup.module``.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from selfsup import distributed
-from selfsup.augment import Normalize
-from selfsup.encoders import (
-    check_patch_grid,
-    create_encoder,
-    data_config,
-    default_pool,
-    encoder_spec,
-    pooled_features,
-)
-from selfsup.guard import guard_loss
-from selfsup.optim import OptimConfig, optimizer_and_schedule, param_groups
+from selfsup.contract import CheckpointMeta, ModelSpec, as_config
+from selfsup.encoders import Pool, check_patch_grid, create_encoder, data_config, default_pool, pooled_features
+from selfsup.module import SelfSupModule
+from selfsup.optim import OptimConfig, cosine
 
-CHECKPOINT_KEY = "selfsup"
-CHECKPOINT_FORMAT = 1
+DEFAULT_ENCODER = "vit_tiny_patch16_224"
 
 
-def _plain(value: Any) -> Any:
-    """Dataclasses → dicts, recursively: checkpoints must load with ``torch.load(weights_only=True)``."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    return value
-
-
-def as_config(cls: type, value: Any) -> Any:
-    """Accept a dataclass instance or a mapping of its fields (as stored in a checkpoint)."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        return cls(**value)
-    raise TypeError(f"expected {cls.__name__} or a dict of its fields, got {type(value).__name__}.")
-
-
-class PretrainModule(L.LightningModule):
+class PretrainModule(SelfSupModule):
     """Base class of the self-supervised methods.
 
     Args:
@@ -60,67 +47,142 @@ class PretrainModule(L.LightningModule):
         patch_size: patch side for a named encoder (None: the name's default).
         encoder_kwargs: further timm ``VisionTransformer`` arguments for a named encoder
             (``depth``, ``embed_dim``, ``num_heads``, ``drop_path_rate``...).
-        optim: optimiser and schedule (see :class:`selfsup.optim.OptimConfig`).
-        skip_nonfinite_steps: steps with a NaN / infinite loss that may be skipped before training
-            stops (0: stop at the first, naming the step and the last good checkpoint; see
+        optim: optimiser and schedules (see :class:`selfsup.optim.OptimConfig`); each method sets
+            its paper's defaults.
+        skip_nonfinite_steps: steps with a NaN / infinite loss or gradient that may be skipped before
+            training stops (0: stop at the first, naming the step and the last good checkpoint; see
             ``selfsup.guard``).
+        compile: compile the encoder and heads with ``torch.compile`` (first steps are slower while
+            it compiles; later steps faster on GPUs).
+        init_from: continual pretraining: start the encoder from this export folder or checkpoint
+            (its backbone's weights only: the optimiser, the schedule and the step start afresh).
+            The architecture must match, else a ``CheckpointError`` names both.
+        continual_weight: with ``init_from``, keep what the starting encoder knew (CaSSLe, Fini et
+            al. 2022): a frozen copy of it is a distillation teacher, and ``continual_weight`` times
+            ``2 - 2 cos(predictor(student features), teacher features)`` on the first view is added
+            to the method's loss (0: off).
     """
 
     method: ClassVar[str] = ""
+    pooling: ClassVar[Pool] = "token"
 
     def __init__(
         self,
-        encoder: str | nn.Module = "vit_tiny_patch16_224",
+        encoder: str | nn.Module = DEFAULT_ENCODER,
         img_size: int | None = None,
         patch_size: int | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
         optim: OptimConfig = OptimConfig(),
         skip_nonfinite_steps: int = 0,
+        compile: bool = False,
+        init_from: str | None = None,
+        continual_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if skip_nonfinite_steps < 0:
-            raise ValueError(f"skip_nonfinite_steps must be >= 0, got {skip_nonfinite_steps}.")
-        self.skip_nonfinite_steps = skip_nonfinite_steps
+        self.set_guard(skip_nonfinite_steps)
+        self.encoder: VisionTransformer = self.build_encoder(encoder, img_size, patch_size, encoder_kwargs)
+        if init_from is not None:
+            load_start_weights(self.encoder, init_from)
+        if continual_weight < 0 or (continual_weight > 0 and init_from is None):
+            raise ValueError(
+                f"continual_weight={continual_weight}: it must be >= 0, and > 0 only with init_from (the "
+                "encoder whose knowledge it keeps)."
+            )
+        self.continual_weight = continual_weight
+        if continual_weight > 0:
+            # CaSSLe: a frozen copy of the starting encoder, and a predictor from the current features
+            self.start_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
+            dim = self.encoder.num_features
+            self.continual_predictor = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.optim = as_config(OptimConfig, optim)
+        self.compile_model = compile
+        facts = data_config(self.encoder, img_size)
+        self.image_size = facts["input_size"][-1]
+        self.set_normalization(facts["mean"], facts["std"])
+        self._teachers: list[tuple[str, str, float, float]] = []
+        self.total_steps = 1
+        self.view_augment: nn.Module | None = None
+
+    @staticmethod
+    def build_encoder(
+        encoder: str | nn.Module,
+        img_size: int | None,
+        patch_size: int | None,
+        encoder_kwargs: dict[str, Any] | None,
+    ) -> VisionTransformer:
         if isinstance(encoder, str):
             try:
-                encoder = create_encoder(
-                    encoder, img_size=img_size, patch_size=patch_size, **(encoder_kwargs or {})
-                )
+                return create_encoder(encoder, img_size=img_size, patch_size=patch_size, **(encoder_kwargs or {}))
             except TypeError as err:
                 raise ValueError(
                     f"encoder_kwargs {encoder_kwargs} do not fit timm's VisionTransformer: {err}"
                 ) from None
-        elif isinstance(encoder, VisionTransformer):
-            if encoder_kwargs:
-                raise ValueError(
-                    "encoder_kwargs only apply to a named encoder; build the injected encoder with them."
-                )
-            check_patch_grid(encoder)
-            actual = encoder.patch_embed.img_size[0]
-            if img_size is not None and img_size != actual:
-                raise ValueError(
-                    f"img_size={img_size} but the injected encoder takes {actual}-px images: build the "
-                    f"encoder with img_size={img_size}, or set the data's image_size to {actual}."
-                )
-        else:
+        if not isinstance(encoder, VisionTransformer):
             raise TypeError(
                 f"encoder must be a timm ViT name or a timm VisionTransformer, got {type(encoder).__name__}."
             )
-        self.encoder: VisionTransformer = encoder
-        self.optim = as_config(OptimConfig, optim)
-        facts = data_config(encoder)
-        self.image_size = facts["input_size"][-1]
-        self.mean, self.std = facts["mean"], facts["std"]
-        self.normalize = Normalize(self.mean, self.std)
+        if encoder_kwargs:
+            raise ValueError("encoder_kwargs only apply to a named encoder; build the injected encoder with them.")
+        check_patch_grid(encoder)
+        actual = encoder.patch_embed.img_size[0]
+        if img_size is not None and img_size != actual:
+            raise ValueError(
+                f"img_size={img_size} but the injected encoder takes {actual}-px images: build the "
+                f"encoder with img_size={img_size}, or set the data's image_size to {actual}."
+            )
+        return encoder
+
+    # --- declarations ------------------------------------------------------------------------------
+
+    @property
+    def backbone(self) -> VisionTransformer:
+        """The network that export, probing and the monitors use (override for EMA methods)."""
+        return self.encoder
+
+    @property
+    def backbone_prefix(self) -> str:
+        """The backbone's prefix in the state dict (``encoder.``, ``teacher.encoder.``...)."""
+        for name, module in self.named_modules():
+            if module is self.backbone:
+                return f"{name}."
+        raise RuntimeError("the backbone is not a submodule of the method.")
+
+    @property
+    def default_pool(self) -> Pool:
+        """The declared pooling, or ``avg`` when the backbone has no class token."""
+        return default_pool(self.backbone, self.pooling)
+
+    def set_views(self, views: Sequence[Any], out_dtype: torch.dtype | None = None) -> None:
+        """Declare the method's views: one :class:`~selfsup.augment.ViewConfig` per view (size None:
+        the encoder's image size). The batch's uint8 images become these views, normalised, in
+        ``on_after_batch_transfer``."""
+        from selfsup.augment import MultiViewAugment
+
+        views = [v if v.size is not None else _with_size(v, self.image_size) for v in views]
+        self.views = list(views)
+        self.view_augment = MultiViewAugment(self.views, self.mean, self.std)
+        self._view_dtype = out_dtype
 
     # --- data → augmentation (on the device, whole batches) ---------------------------------------
 
-    def augment(self, images: torch.Tensor) -> Any:
-        """uint8 batch → what ``training_step`` consumes (the method's views)."""
-        raise NotImplementedError
+    def augment(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 batch → the declared views (normalised), in the dtype the step computes in."""
+        if self.view_augment is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no views: call set_views in __init__.")
+        return self.view_augment(images, out_dtype=self._view_dtype or self.compute_dtype())
+
+    def compute_dtype(self) -> torch.dtype:
+        """bf16 under ``bf16-mixed`` (views in bf16 halve the augmentation's memory traffic; the
+        encoder would cast them anyway), else float32."""
+        precision = str(getattr(self._trainer, "precision", "32")) if self._trainer is not None else "32"
+        return torch.bfloat16 if precision.startswith("bf16") else torch.float32
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch[0], batch[1]
+        if isinstance(images, (list, tuple)):  # data.decode: gpu — encoded files, decoded here
+            from selfsup.data.decode import decode_batch
+
+            images = decode_batch(images, self.image_size, self.device)
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ValueError(
                 f"batch images are {tuple(images.shape[-2:])} but the encoder takes {self.image_size}-px images: "
@@ -130,53 +192,75 @@ class PretrainModule(L.LightningModule):
             return self.augment(images), labels
         return self.normalize(images), labels
 
+    # --- the loss --------------------------------------------------------------------------------
+
+    def guard(self, loss: torch.Tensor, views: Any = None) -> torch.Tensor:
+        """The method's final loss: plus the continual-distillation term when ``continual_weight > 0``
+        (computed on the first of ``views``), registered with the non-finite guard."""
+        if self.continual_weight > 0:
+            if views is None:
+                raise NotImplementedError(
+                    f"{type(self).__name__} does not pass its views to guard(): continual_weight needs them."
+                )
+            view = views[0] if isinstance(views, (list, tuple)) else views
+            with torch.no_grad():
+                target = pooled_features(self.start_encoder, view, self.default_pool)
+            pred = self.continual_predictor(pooled_features(self.encoder, view, self.default_pool))
+            term = 2 - 2 * torch.nn.functional.cosine_similarity(pred, target.to(pred.dtype), dim=-1).mean()
+            self.log("train/continual_distill", term.detach(), on_step=True, on_epoch=True, batch_size=len(view))
+            loss = loss + self.continual_weight * term
+        return super().guard(loss)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.continual_weight > 0:
+            self.start_encoder.eval()  # a frozen teacher: no dropout, no drop-path
+        return self
+
     # --- features ----------------------------------------------------------------------------------
 
-    @property
-    def default_pool(self) -> str:
-        return default_pool(self.encoder, self.method)
-
     def features(self, images: torch.Tensor, pool: str | None = None) -> torch.Tensor:
-        """Normalised ``[B, 3, H, W]`` images → ``[B, D]`` encoder features (no head)."""
-        return pooled_features(self.encoder, images, pool or self.default_pool)
+        """Normalised ``[B, 3, H, W]`` images → ``[B, D]`` backbone features (no head)."""
+        return pooled_features(self.backbone, images, pool or self.default_pool)
 
-    # --- optimisation ------------------------------------------------------------------------------
+    # --- momentum teachers -------------------------------------------------------------------------
 
-    def configure_optimizers(self) -> dict:
-        no_decay = {f"encoder.{name}" for name in self.encoder.no_weight_decay()}
-        groups = param_groups(self, self.optim.weight_decay, no_decay)
-        return optimizer_and_schedule(self.trainer, self.optim, groups)
+    def add_momentum_teacher(
+        self, student: str, teacher: str, momentum: float, momentum_end: float = 1.0
+    ) -> nn.Module:
+        """Create ``self.<teacher>`` as a frozen copy of ``self.<student>`` and update it after every
+        optimiser step: ``teacher ← m · teacher + (1 − m) · student`` (parameters; buffers are the
+        teacher's own), with ``m`` following a cosine from ``momentum`` to ``momentum_end`` over
+        :attr:`total_steps` (:meth:`teacher_momentum`)."""
+        if not 0.0 <= momentum <= 1.0 or not 0.0 <= momentum_end <= 1.0:
+            raise ValueError(f"teacher momentum must lie in [0, 1], got {momentum} → {momentum_end}.")
+        module = copy.deepcopy(getattr(self, student))
+        module.requires_grad_(False)
+        setattr(self, teacher, module)
+        self._teachers.append((student, teacher, float(momentum), float(momentum_end)))
+        return module
 
-    def guard(self, loss: torch.Tensor) -> torch.Tensor | None:
-        """The loss, or None to skip a non-finite step (see ``selfsup.guard``)."""
-        return guard_loss(self, loss, self.skip_nonfinite_steps)
+    def teacher_momentum(self, step: int, index: int = 0) -> float:
+        """The EMA momentum after optimiser step ``step``: ``end - (end - start) (1 + cos(pi step / T)) / 2``
+        with ``T`` = :attr:`total_steps` (DINO's and MoCo v3's schedule)."""
+        _, _, start, end = self._teachers[index]
+        return cosine(start, end, step, self.total_steps)
 
-    def log_step(self, loss: torch.Tensor, batch_size: int, **extra: float | torch.Tensor) -> None:
-        """Log the loss (per step and epoch mean), the learning rate, and method-specific values."""
-        self.log(
-            "train/loss",
-            loss,
-            prog_bar=True,
-            on_step=True,
-            on_epoch=True,
-            batch_size=batch_size,
-            sync_dist=False,
-        )
-        optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
-        if optimizer is not None and not isinstance(optimizer, list):
-            self.log(
-                "train/lr",
-                optimizer.param_groups[0]["lr"],
-                on_step=True,
-                on_epoch=False,
-                batch_size=batch_size,
-            )
-        for name, value in extra.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
+    @torch.no_grad()
+    def update_teachers(self, step: int) -> None:
+        for index, (student, teacher, _, _) in enumerate(self._teachers):
+            momentum = self.teacher_momentum(step, index)
+            ema_update(getattr(self, teacher), getattr(self, student), momentum)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self._teachers:
+            self.update_teachers(self.trainer.global_step)
 
     # --- distributed -------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         trainer = self._trainer
         if trainer is None or trainer.world_size == 1 or not getattr(self, "sync_batchnorm", False):
             return
@@ -185,6 +269,8 @@ class PretrainModule(L.LightningModule):
         if trainer.strategy.root_device.type in ("cuda", "xpu", "hpu"):
             nn.SyncBatchNorm.convert_sync_batchnorm(self)
         else:
+            from lightning.pytorch.utilities import rank_zero_warn
+
             rank_zero_warn(
                 "sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only; on these CPU processes the "
                 "BatchNorm statistics stay per process.",
@@ -193,24 +279,49 @@ class PretrainModule(L.LightningModule):
 
     # --- checkpoints -------------------------------------------------------------------------------
 
-    def save_init_args(self, init_args: dict[str, Any]) -> None:
-        """Record a subclass's constructor arguments (pass ``locals()`` first thing in ``__init__``) as
-        plain hyperparameters: dataclasses become dicts, an injected encoder module is left out. Plain
-        values keep checkpoints loadable with ``weights_only=True`` and loggers able to write them."""
-        hparams = {
-            k: _plain(v)
-            for k, v in init_args.items()
-            if k not in ("self", "__class__") and not isinstance(v, nn.Module)
-        }
-        self.save_hyperparameters(hparams)
+    def checkpoint_meta(self) -> CheckpointMeta:
+        return CheckpointMeta(
+            kind="pretrain",
+            method=self.method,
+            backbone=ModelSpec.from_model(self.backbone),
+            backbone_prefix=self.backbone_prefix,
+            pool=self.default_pool,
+            mean=self.mean,
+            std=self.std,
+            world_size=distributed.world_size(),
+        )
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "format": CHECKPOINT_FORMAT,
-            "method": self.method,
-            "encoder": encoder_spec(self.encoder),
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "pool": self.default_pool,
-            "world_size": distributed.world_size(),
-        }
+
+def load_start_weights(encoder: nn.Module, source: str) -> None:
+    """Continual pretraining: copy the backbone weights of an export folder or checkpoint into
+    ``encoder`` (nothing else: no optimiser state, no step)."""
+    from selfsup.contract import CheckpointError, ModelSpec
+    from selfsup.export import load_encoder
+
+    start = load_encoder(source)
+    have, want = ModelSpec.from_model(start), ModelSpec.from_model(encoder)
+    try:
+        encoder.load_state_dict(start.state_dict())
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"init_from '{source}' holds a {have.describe()} encoder with {dict(have.model_args)}, but this run builds "
+            f"{want.describe()} with {dict(want.model_args)}: set model.init_args.encoder, patch_size and "
+            f"encoder_kwargs to match it ({str(err).splitlines()[0]})."
+        ) from None
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """``teacher ← momentum · teacher + (1 − momentum) · student`` over the parameters, as one
+    ``_foreach_lerp_`` (a handful of kernels for the whole model, no host sync)."""
+    t_params = list(teacher.parameters())
+    s_params = list(student.parameters())
+    if len(t_params) != len(s_params):
+        raise ValueError("teacher and student have different parameter lists.")
+    torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - momentum)
+
+
+def _with_size(view: Any, size: int) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(view, size=size)

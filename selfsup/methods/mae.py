@@ -1,6 +1,8 @@
 """MAE (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners"), on the same timm ViT
 encoder as SimCLR. Reads in the paper's order: patchify → random masking → encoder on the visible
-patches → decoder with mask tokens → loss on the masked patches."""
+patches → decoder with mask tokens → loss on the masked patches. As in the paper and the reference
+(facebookresearch/mae ``models_mae.py``), the encoder's position embedding is the fixed 2-D
+sine-cosine table, not learned."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.augment import CropFlipAugment, CropFlipConfig
-from selfsup.encoders import encode_visible, patchify
+from selfsup.augment import CropFlipConfig
+from selfsup.contract import as_config
+from selfsup.encoders import encode_visible, fix_sincos_pos_embed, patchify
 from selfsup.heads import MAEDecoder, default_decoder
 from selfsup.losses import MaskedReconstructionLoss
-from selfsup.methods.base import PretrainModule, as_config
+from selfsup.methods.base import DEFAULT_ENCODER, PretrainModule
 from selfsup.optim import OptimConfig
 
 
@@ -21,8 +24,9 @@ class MAE(PretrainModule):
     """Masked-autoencoder pretraining.
 
     Args:
-        encoder, img_size, patch_size, encoder_kwargs: the encoder (see ``PretrainModule``); the
-            same values as for SimCLR.
+        encoder: the encoder (see ``PretrainModule`` for it and the other shared arguments); the
+            same values as for SimCLR. Its position embedding is replaced by the fixed sine-cosine
+            table and frozen.
         mask_ratio: fraction of patches removed per image, in (0, 1); the paper's 0.75 by default.
             ``round(L * (1 - mask_ratio))`` patches stay visible.
         decoder_dim, decoder_depth, decoder_heads: the decoder. ``None`` picks the default for the
@@ -33,34 +37,31 @@ class MAE(PretrainModule):
         optim: AdamW with betas (0.9, 0.95), base learning rate 1.5e-4 per 256 images
             (``lr = base_lr * global_batch / 256``), weight decay 0.05, cosine with warm-up: the
             paper's recipe.
-        skip_nonfinite_steps: NaN / infinite-loss steps to skip before stopping (0: stop at the first).
     """
 
     method = "mae"
+    pooling = "avg"  # the paper's linear probe reads mean-pooled patch tokens
 
     def __init__(
         self,
-        encoder: str | nn.Module = "vit_tiny_patch16_224",
-        img_size: int | None = None,
-        patch_size: int | None = None,
-        encoder_kwargs: dict[str, Any] | None = None,
+        encoder: str | nn.Module = DEFAULT_ENCODER,
+        *,
         mask_ratio: float = 0.75,
         decoder_dim: int | None = None,
         decoder_depth: int | None = None,
         decoder_heads: int | None = None,
         norm_pix_loss: bool = True,
         augment: CropFlipConfig = CropFlipConfig(crop_scale=(0.2, 1.0)),
-        optim: OptimConfig = OptimConfig(
-            base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40
-        ),
-        skip_nonfinite_steps: int = 0,
+        optim: OptimConfig = OptimConfig(base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim, skip_nonfinite_steps)
+        super().__init__(encoder, optim=optim, **kwargs)
         self.save_init_args(locals())
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(
                 f"mask_ratio must lie strictly between 0 and 1 (the fraction of patches to hide), got {mask_ratio}."
             )
+        fix_sincos_pos_embed(self.encoder)
         self.mask_ratio = mask_ratio
         self.patch_size = int(self.encoder.patch_embed.patch_size[0])
         self.in_chans = int(self.encoder.patch_embed.proj.in_channels)
@@ -76,12 +77,13 @@ class MAE(PretrainModule):
             num_prefix_tokens=self.encoder.num_prefix_tokens,
         )
         self.criterion = MaskedReconstructionLoss(norm_pix_loss)
-        self.view_augment = CropFlipAugment(
-            self.image_size, self.mean, self.std, as_config(CropFlipConfig, augment), resample="BICUBIC"
-        )
+        self.augment_config = as_config(CropFlipConfig, augment)
+        # float32 views: they are also the reconstruction targets
+        self.set_views([self.augment_config.to_view(self.image_size, interpolation="bicubic")], out_dtype=torch.float32)
 
-    def augment(self, images: torch.Tensor) -> torch.Tensor:
-        return self.view_augment(images)
+    def compile_targets(self) -> list[nn.Module]:
+        # MAE runs the encoder's pieces (patch embedding, masking, blocks) rather than its forward
+        return [self.encoder.blocks, self.decoder]
 
     def forward(
         self, images: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None
@@ -97,10 +99,9 @@ class MAE(PretrainModule):
         pred = self.decoder(tokens, masked.ids_restore)
         return pred, patchify(images, self.patch_size), masked.mask
 
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor | None:
-        images, _ = batch
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        (images,), _ = batch
         pred, target, mask = self(images)
         loss = self.guard(self.criterion(pred, target, mask))
-        if loss is not None:
-            self.log_step(loss, len(images))
+        self.log_step(loss, len(images))
         return loss

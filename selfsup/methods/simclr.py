@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from selfsup.augment import SimCLRAugment, SimCLRViewConfig
+from selfsup.augment import SimCLRViewConfig
+from selfsup.contract import as_config
 from selfsup.heads import ProjectionHead
 from selfsup.losses import InfoNCELoss
-from selfsup.methods.base import PretrainModule, as_config
+from selfsup.methods.base import DEFAULT_ENCODER, PretrainModule
 from selfsup.optim import OptimConfig
 
 
@@ -22,7 +22,8 @@ class SimCLR(PretrainModule):
     through the projection MLP and the loss compares the two views' projections.
 
     Args:
-        encoder, img_size, patch_size, encoder_kwargs: the encoder (see ``PretrainModule``).
+        encoder: the encoder (see ``PretrainModule`` for it and the other shared arguments:
+            ``img_size``, ``patch_size``, ``encoder_kwargs``, ``skip_nonfinite_steps``, ``compile``).
         projection_hidden_dim, projection_dim, projection_layers: the projection MLP
             (SimCLR v2: 3 layers; v1: 2 layers of 2048 → 128).
         projection_batch_norm: BatchNorm between the projection's layers (SimCLR v2's head).
@@ -32,22 +33,21 @@ class SimCLR(PretrainModule):
         sync_batchnorm: synchronise the projection head's BatchNorm across processes under DDP (on
             GPUs: PyTorch's SyncBatchNorm does not run on CPU processes, which keep per-process
             statistics, with a warning).
-        augment: view parameters (SimCLR paper defaults; the CIFAR config uses its CIFAR values).
+        augment: view parameters, the same for both views (SimCLR paper defaults; the CIFAR config
+            uses its CIFAR values).
         optim: optimiser and schedule. The learning rate is ``optim.base_lr * global_batch / 256``
             with ``global_batch = data.batch_size * processes * accumulate_grad_batches``; the default
             is AdamW (the usual choice for ViTs, e.g. MoCo v3) with weight decay 0.1, LARS is available
             with ``optim.name: lars``.
-        skip_nonfinite_steps: NaN / infinite-loss steps to skip before stopping (0: stop at the first).
     """
 
     method = "simclr"
+    pooling = "token"
 
     def __init__(
         self,
-        encoder: str | nn.Module = "vit_tiny_patch16_224",
-        img_size: int | None = None,
-        patch_size: int | None = None,
-        encoder_kwargs: dict[str, Any] | None = None,
+        encoder: str | nn.Module = DEFAULT_ENCODER,
+        *,
         projection_hidden_dim: int = 2048,
         projection_dim: int = 128,
         projection_layers: int = 2,
@@ -57,9 +57,9 @@ class SimCLR(PretrainModule):
         sync_batchnorm: bool = True,
         augment: SimCLRViewConfig = SimCLRViewConfig(),
         optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.1, warmup_epochs=10),
-        skip_nonfinite_steps: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, img_size, patch_size, encoder_kwargs, optim, skip_nonfinite_steps)
+        super().__init__(encoder, optim=optim, **kwargs)
         self.save_init_args(locals())
         self.projection = ProjectionHead(
             self.encoder.num_features,
@@ -70,12 +70,9 @@ class SimCLR(PretrainModule):
         )
         self.criterion = InfoNCELoss(temperature, gather_distributed)
         self.sync_batchnorm = sync_batchnorm
-        self.view_augment = SimCLRAugment(
-            self.image_size, self.mean, self.std, as_config(SimCLRViewConfig, augment)
-        )
-
-    def augment(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.view_augment(images)
+        self.augment_config = as_config(SimCLRViewConfig, augment)
+        view = self.augment_config.to_view(self.image_size)
+        self.set_views([view, view])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images → projections ``[B, projection_dim]``."""
@@ -83,6 +80,8 @@ class SimCLR(PretrainModule):
 
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1 and not self.criterion.gather_distributed:
+            from lightning.pytorch.utilities import rank_zero_warn
+
             rank_zero_warn(
                 f"SimCLR runs on {self.trainer.world_size} processes with gather_distributed=False: each sample "
                 f"is contrasted only with its own process's batch ({self.criterion.negatives_per_sample(1)}"
@@ -91,13 +90,11 @@ class SimCLR(PretrainModule):
                 category=UserWarning,
             )
 
-    def training_step(self, batch: tuple, batch_idx: int) -> dict[str, torch.Tensor] | None:
+    def training_step(self, batch: tuple, batch_idx: int) -> dict[str, torch.Tensor]:
         (view1, view2), _ = batch
         features = self.features(torch.cat([view1, view2]))
         z1, z2 = self.projection(features).chunk(2)
         loss = self.guard(self.criterion(z1, z2))
-        if loss is None:
-            return None
-        self.log_step(loss, len(view1), negatives=float(self.criterion.negatives_per_sample(len(view1))))
+        self.log_step(loss, len(view1), negatives=self.criterion.negatives_per_sample(len(view1)))
         # the first view's features, detached, for an online probe (free: already computed)
         return {"loss": loss, "features": features[: len(view1)].detach()}

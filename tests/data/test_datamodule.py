@@ -129,3 +129,12 @@ def test_prepare_data_downloads_only_when_asked(tmp_path, monkeypatch):
     assert calls == []
     ImageDataModule("cifar10", str(tmp_path), download=True).prepare_data()  # mocked above: offline
     assert calls == [("cifar10", str(tmp_path))]
+
+
+def test_seed_sets_the_training_order(tmp_path):
+    def first_labels(seed):
+        dm = ImageDataModule(batch_size=64, num_workers=0, seed=seed)
+        return next(iter(dm.train_dataloader()))[1]
+
+    assert torch.equal(first_labels(0), first_labels(0))
+    assert not torch.equal(first_labels(0), first_labels(1))

@@ -58,3 +58,43 @@ def test_corrupt_file_raises_naming_it_or_is_skipped_with_a_warning(tmp_path):
     messages = [str(w.message) for w in caught if "skip_corrupt" in str(w.message)]
     assert len(messages) == 1 and "1.png" in messages[0] and "1 skipped so far" in messages[0]
     assert len(skipping.skipped) == 1
+
+
+def test_file_list_is_cached_once_and_rescanned_when_the_folder_changes(tmp_path, monkeypatch):
+    import selfsup.data.folder as folder
+    from selfsup.data import ImageDataModule
+
+    root = write_image_folder(tmp_path / "data", classes=("a", "b"), per_class=2)
+    scans = []
+    real_scan = folder.scan_folder
+    monkeypatch.setattr(folder, "scan_folder", lambda *a, **k: scans.append(a[0]) or real_scan(*a, **k))
+    dm = ImageDataModule("folder", str(root), image_size=8, num_workers=0)
+    dm.prepare_data()  # one process per node: scans train and val, writes the lists
+    assert len(scans) == 2 and len(list(root.glob(".selfsup_files_*.json"))) == 2
+    for _ in range(3):  # every process's setup reads them
+        fresh = ImageDataModule("folder", str(root), image_size=8, num_workers=0)
+        fresh.setup()
+        assert len(fresh.train_set) == 4 and fresh.classes == ["a", "b"]
+    assert len(scans) == 2
+    Image.new("RGB", (4, 4)).save(root / "train" / "b" / "new.png")  # changes the class folder's time
+    changed = ImageDataModule("folder", str(root), image_size=8, num_workers=0)
+    changed.setup()
+    assert len(changed.train_set) == 5 and len(scans) == 3
+    off = ImageDataModule("folder", str(root), image_size=8, num_workers=0, file_list_cache=None)
+    off.setup()
+    assert len(scans) == 5  # no cache: both splits scanned
+
+
+def test_read_only_dataset_folder_caches_elsewhere(tmp_path, monkeypatch):
+    import os
+
+    from selfsup.data.folder import cached_scan, default_cache_dir
+
+    root = write_image_folder(tmp_path / "data", classes=("a",), per_class=2, splits=("train",))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as if root were read-only
+    monkeypatch.setattr("pathlib.Path.home", lambda: tmp_path / "home")
+    cache = default_cache_dir(root)
+    assert cache == tmp_path / "home" / ".cache" / "selfsup" / "file_lists"
+    classes, samples = cached_scan(root / "train", None, cache)
+    assert classes == ["a"] and len(samples) == 2
+    assert len(list(cache.glob("*.json"))) == 1 and not list(root.glob(".selfsup_files_*"))

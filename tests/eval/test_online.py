@@ -43,16 +43,59 @@ def test_online_probe_loss_is_not_part_of_the_training_loss(tmp_path):
     assert "probe/train_top1_epoch" in probed_trainer.logged_metrics
     assert not any(p is q for p in probe.head.parameters() for q in probed.parameters())
     assert probe.head.weight.grad is not None
-    state = probe.state_dict()
-    restored = OnlineLinearProbe()
-    restored.load_state_dict(state)
-    assert restored._pending_state is state
 
 
-def test_online_probe_on_mae_uses_a_no_grad_forward(tmp_path):
-    module = tiny(MAE)
-    trainer = fit(module, [OnlineLinearProbe(num_classes=10)], tmp_path)
-    assert 0.0 <= float(trainer.logged_metrics["probe/train_top1_epoch"]) <= 1.0
+class _Trainer:  # what the probe reads of a trainer when called directly
+    datamodule = None
+
+
+def _call(probe, module, features, labels):
+    probe.on_train_batch_end(_Trainer(), module, {"features": features} if features is not None else None,
+                             ([module.normalize(torch.zeros(4, 3, 16, 16, dtype=torch.uint8))], labels), 0)
+
+
+def test_no_gradient_reaches_the_encoder_even_from_attached_features(monkeypatch):
+    module = tiny(SimCLR)
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    probe = OnlineLinearProbe(num_classes=10)
+    probe.setup(_Trainer(), module, "fit")
+    x = module.normalize(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8))
+    attached = module.features(x)  # still in the encoder's graph
+    assert attached.requires_grad
+    _call(probe, module, attached, torch.tensor([0, 1, 2, -1]))  # -1: unlabelled, ignored
+    assert probe.head.weight.grad is not None and probe.head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.parameters())
+    # MAE returns no features: the probe runs its own no-grad forward of the view
+    mae = tiny(MAE)
+    monkeypatch.setattr(mae, "log", lambda *args, **kwargs: None)
+    probe = OnlineLinearProbe(num_classes=10)
+    probe.setup(_Trainer(), mae, "fit")
+    _call(probe, mae, None, torch.tensor([0, 1, 2, 3]))
+    assert probe.head.weight.grad is not None and all(p.grad is None for p in mae.parameters())
+
+
+def test_probe_state_survives_a_save_and_restore(tmp_path, monkeypatch):
+    module = tiny(SimCLR)
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    probe = OnlineLinearProbe(num_classes=10)
+    probe.setup(_Trainer(), module, "fit")
+    with torch.no_grad():
+        features = module.features(module.normalize(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)))
+    for _ in range(3):
+        _call(probe, module, features, torch.tensor([0, 1, 2, 3]))
+    torch.save(probe.state_dict(), tmp_path / "probe.pt")
+    restored = OnlineLinearProbe(num_classes=10)
+    restored.load_state_dict(torch.load(tmp_path / "probe.pt", weights_only=True))  # before setup, as on resume
+    restored.setup(_Trainer(), module, "fit")
+    assert torch.equal(restored.head.weight, probe.head.weight) and torch.equal(restored.head.bias, probe.head.bias)
+    saved, loaded = probe.optimizer.state_dict()["state"], restored.optimizer.state_dict()["state"]
+    assert saved.keys() == loaded.keys() and all(
+        torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"]) for k in saved
+    )
+    # and both take the same next step
+    _call(probe, module, features, torch.tensor([0, 1, 2, 3]))
+    _call(restored, module, features, torch.tensor([0, 1, 2, 3]))
+    assert torch.equal(restored.head.weight, probe.head.weight)
 
 
 def test_knn_monitor_logs_a_checkpointable_metric(tmp_path):

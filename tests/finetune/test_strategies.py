@@ -73,7 +73,7 @@ def test_every_trainable_parameter_gets_a_gradient_and_frozen_weights_stay(strat
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     logits = module(torch.randn(4, 3, 16, 16))
     assert logits.shape == (4, 10) and torch.isfinite(logits).all()
-    module.loss(logits, torch.arange(4)).backward()
+    module.task.loss(logits, torch.arange(4)).backward()
     # LoRA's A and an adapter's down-projection get an exactly zero gradient at the very first step
     # (their partner starts at zero, so the adapted layer starts as the original); they are still in
     # the graph, and they move from the second step on (checked below)
@@ -117,12 +117,17 @@ def test_layer_wise_decay_numbers():
         for p in group["params"]:
             scale[id(p)] = group["lr_scale"]
     named = dict(module.encoder.named_parameters())
+    # timm's convention: block i at decay^(d - 1 - i), the stem one level below block 0, the final
+    # norm with the last block
     for i in range(depth):
-        assert scale[id(named[f"blocks.{i}.attn.qkv.weight"])] == pytest.approx(decay ** (depth - i))
-        assert scale[id(named[f"blocks.{i}.norm1.bias"])] == pytest.approx(decay ** (depth - i))
+        assert scale[id(named[f"blocks.{i}.attn.qkv.weight"])] == pytest.approx(decay ** (depth - 1 - i))
+        assert scale[id(named[f"blocks.{i}.norm1.bias"])] == pytest.approx(decay ** (depth - 1 - i))
     for name in ("patch_embed.proj.weight", "cls_token", "pos_embed"):
-        assert scale[id(named[name])] == pytest.approx(decay ** (depth + 1))
+        assert scale[id(named[name])] == pytest.approx(decay**depth)
     assert scale[id(named["norm.weight"])] == 1.0
+    decayed = {id(p) for g in module.strategy.param_groups(module.encoder, 0.05) if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(named["cls_token"]) not in decayed and id(named["pos_embed"]) not in decayed
+    assert id(named["blocks.0.attn.qkv.weight"]) in decayed and id(named["blocks.0.attn.qkv.bias"]) not in decayed
     # and in the optimiser a fit builds: group lr = base lr x scale (x global batch / 256)
     data = ImageDataModule(image_size=16, batch_size=64, num_workers=0, train_subset=64, val_subset=16)
     trainer = L.Trainer(
@@ -136,7 +141,7 @@ def test_layer_wise_decay_numbers():
     trainer.fit(module, data)
     lr = module.optim.base_lr * 64 / 256
     initial = {round(g["initial_lr"] / lr, 6) for g in trainer.optimizers[0].param_groups}
-    assert initial == {round(decay**k, 6) for k in range(depth + 2)}
+    assert initial == {round(decay**k, 6) for k in range(depth + 1)}
 
 
 def test_lora_merge_keeps_outputs():

@@ -10,8 +10,6 @@ from PIL import Image
 from selfsup import MAE, ImageDataModule
 from selfsup.cli import run
 from selfsup.eval import ReconstructionGrid
-from selfsup.heads import default_decoder
-from selfsup.optim import OptimConfig
 from tests.helpers import REPO, write_image_folder
 
 
@@ -35,27 +33,10 @@ def test_shapes_and_every_trainable_parameter_gets_a_gradient():
     assert not any(n.endswith("pos_embed") for n, _ in model.decoder.named_parameters())  # fixed sine-cosine
 
 
-def test_decoder_defaults_scale_with_the_encoder():
-    assert default_decoder(192) == (4, 128)
-    assert default_decoder(384) == (4, 256)
-    assert default_decoder(768) == (8, 512) and default_decoder(1024) == (8, 512)
-    model = tiny()
-    assert len(model.decoder.blocks) == 4 and model.decoder.embed.out_features == 128
-    custom = tiny(decoder_dim=64, decoder_depth=1, decoder_heads=2)
-    assert len(custom.decoder.blocks) == 1 and custom.decoder.embed.out_features == 64
-
-
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.5, 1.2])
 def test_mask_ratio_outside_zero_one_is_rejected(ratio):
     with pytest.raises(ValueError, match="mask_ratio must lie strictly between 0 and 1"):
         tiny(mask_ratio=ratio)
-
-
-def test_optimiser_defaults_are_the_papers():
-    model = tiny()
-    assert model.optim == OptimConfig(base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40)
-    assert model.mask_ratio == 0.75 and model.criterion.norm_pix_loss and model.default_pool == "avg"
-    assert model.view_augment.config.crop_scale == (0.2, 1.0)
 
 
 def smooth_images(n: int, size: int = 32) -> torch.Tensor:

@@ -95,12 +95,9 @@ def test_fit_logs_scales_lr_and_writes_a_weights_only_checkpoint(tmp_path):
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
     meta = checkpoint["selfsup"]
-    assert (
-        meta["method"] == "simclr"
-        and meta["encoder"]["img_size"] == 16
-        and meta["encoder"]["patch_size"] == 8
-    )
-    assert meta["encoder"]["model_args"]["depth"] == 2
+    assert meta["kind"] == "pretrain" and meta["method"] == "simclr" and meta["backbone_prefix"] == "encoder."
+    assert meta["backbone"]["img_size"] == 16 and meta["backbone"]["patch_size"] == 8
+    assert meta["backbone"]["model_args"]["depth"] == 2
     assert checkpoint["hyper_parameters"]["optim"]["base_lr"] == 1e-3
     # and the module can be rebuilt from it
     restored = SimCLR.load_from_checkpoint(path, weights_only=True)

@@ -1,0 +1,87 @@
+"""``selfsup preview``: what the augmentation of a config does to real images, as one PNG.
+
+The first row holds the originals with the crop box of every view drawn on them; each following
+row holds one view, exactly as the training step receives it (the method's declared views, drawn
+with the same code), de-normalised for display. Small images are enlarged (nearest) to stay legible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
+
+
+def views_of(module) -> object:
+    """The :class:`~selfsup.augment.MultiViewAugment` a module trains with."""
+    augment = getattr(module, "view_augment", None)
+    if augment is None and hasattr(module, "task"):
+        augment = getattr(module.task.augment, "augment", None)
+    if augment is None or not hasattr(augment, "forward_with_params"):
+        raise ValueError(f"{type(module).__name__} declares no views to preview.")
+    return augment
+
+
+@torch.no_grad()
+def preview_grid(module, images: torch.Tensor, seed: int = 0, min_side: int = 96) -> torch.Tensor:
+    """``[3, H, W]`` float grid in [0, 1] for a uint8 batch ``[N, 3, h, w]`` (see the module docstring)."""
+    from torchvision.utils import draw_bounding_boxes, make_grid
+
+    augment = views_of(module)
+    generator = torch.Generator().manual_seed(seed)
+    views, params = augment.forward_with_params(images, generator=generator)
+    mean = torch.tensor(module.mean).view(1, -1, 1, 1)
+    std = torch.tensor(module.std).view(1, -1, 1, 1)
+    side = max(min_side, images.shape[-1])
+    scale = side / images.shape[-1]
+    originals = F.interpolate(images.float(), size=(side, side), mode="nearest").to(torch.uint8)
+    drawn = []
+    for i, image in enumerate(originals):
+        boxes = torch.stack([p.boxes[i].float() * scale for p in params])
+        drawn.append(draw_bounding_boxes(image, boxes, colors=COLOURS[: len(boxes)] * 4, width=2))
+    rows = [torch.stack(drawn).float() / 255]
+    for view in views:
+        x = (view.float().cpu() * std + mean).clamp(0, 1)
+        rows.append(F.interpolate(x, size=(side, side), mode="nearest"))
+    return make_grid(torch.cat(rows), nrow=len(images), padding=2, pad_value=1.0)
+
+
+def preview_command(argv: Sequence[str]) -> Path:
+    """``selfsup preview -c CONFIG [--out views.png] [--num_images 8] [--seed 0] [--section.key value ...]``"""
+    import argparse
+
+    from torchvision.utils import save_image
+
+    parser = argparse.ArgumentParser(
+        prog="selfsup preview",
+        description="Write a PNG of original training images and the views the config's augmentation makes "
+        "of them (the first row shows each view's crop box), before a long run. Other arguments are "
+        "passed to the config as in `selfsup fit` (e.g. --data.init_args.root DIR).",
+    )
+    parser.add_argument("-c", "--config", required=True, help="a selfsup config (YAML)")
+    parser.add_argument("--out", default="views.png", help="the PNG to write")
+    parser.add_argument("--num_images", type=int, default=8, help="images (columns)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random views")
+    args, overrides = parser.parse_known_args(list(argv))
+    from selfsup.lightning_cli import SelfSupCLI, cli_arguments
+
+    kwargs = cli_arguments(["-c", args.config, *overrides])
+    cli = SelfSupCLI(**kwargs, run=False)
+    data = cli.datamodule
+    data.setup("fit")
+    loader = data.eval_dataloader("train", batch_size=args.num_images, max_samples=args.num_images)
+    images = next(iter(loader))[0]
+    if isinstance(images, (list, tuple)):  # data.decode: gpu — decode here on the CPU
+        from selfsup.data.decode import decode_batch
+
+        images = decode_batch(images, data.image_size, torch.device("cpu"))
+    grid = preview_grid(cli.model, images[: args.num_images], seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, out)
+    print(f"wrote {out}: originals with crop boxes, then {len(grid) and len(views_of(cli.model).views)} views")
+    return out

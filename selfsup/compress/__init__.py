@@ -1,0 +1,25 @@
+"""``selfsup compress``: int8, pruned and ONNX versions of an export, and a table comparing them.
+
+- :func:`compress` / :func:`compress_command`: the command (``selfsup.compress.api``, ``.command``);
+- ``int8``: torchao int8 linear layers; ``pruning``: magnitude pruning with ``torch.nn.utils.prune``;
+  ``recover``: the recovery fine-tune; ``onnx_export``: ONNX + onnxruntime parity and int8;
+  ``measure`` and ``table``: size, latency, accuracy, and their rich / CSV / PNG renderings.
+"""
+
+from selfsup.compress.api import CompressReport, NotAnExport, compress, load_artefact, read_export
+from selfsup.compress.command import compress_command
+from selfsup.compress.pruning import PruneResult, make_permanent, prune_encoder, shrink_mlp, zero_fraction
+
+__all__ = [
+    "CompressReport",
+    "NotAnExport",
+    "PruneResult",
+    "compress",
+    "compress_command",
+    "load_artefact",
+    "make_permanent",
+    "prune_encoder",
+    "read_export",
+    "shrink_mlp",
+    "zero_fraction",
+]

@@ -1,0 +1,12 @@
+"""Fine-tuning tasks: one object per kind of label (head, loss, augmentation, metrics)."""
+
+from selfsup.finetune.tasks.base import Task
+from selfsup.finetune.tasks.classification import Classification
+from selfsup.finetune.tasks.segmentation import IGNORE_INDEX, Segmentation
+
+TASKS: dict[str, type[Task]] = {
+    "classification": Classification,
+    "segmentation": Segmentation,
+}
+
+__all__ = ["IGNORE_INDEX", "TASKS", "Classification", "Segmentation", "Task"]
