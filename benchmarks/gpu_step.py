@@ -142,7 +142,9 @@ def measure(method, case, device, args, compiled: bool) -> dict:
     if compiled:
         model.compile_modules()
     model.setup("fit")
-    optimizer = build_optimizer(OptimConfig(), param_groups(model, 0.05, model.no_weight_decay_names()), 1e-4, device)
+    optimizer = build_optimizer(
+        OptimConfig(), param_groups(model, 0.05, model.no_weight_decay_names()), 1e-4, device
+    )
     run = step_function(model, optimizer, device, args.precision)
     if args.folder:
         from selfsup.data import ImageDataModule
@@ -184,7 +186,9 @@ def measure(method, case, device, args, compiled: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--methods", nargs="+", default=["simclr", "mae", "dino", "mocov3"])
     parser.add_argument("--cases", nargs="+", default=None, help=f"of {list(CASES)} (default: gpu on CUDA)")
@@ -203,7 +207,11 @@ def main() -> None:
     cases = args.cases or (["gpu"] if device.type == "cuda" else ["tiny32"])
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
     print(f"device: {name}; precision {args.precision}; torch {torch.__version__}; {args.steps} timed steps")
     header = f"{'method':<8} {'case':<26} {'mode':<9} {'ms/step':>9} {'img/s':>9} {'aug %':>6} {'TFLOP/s':>8} {'MFU':>6} {'syncs':>6}"
     print(header)
@@ -224,6 +232,7 @@ def main() -> None:
         if {"eager", "compiled"} <= pair.keys():
             ratio = pair["eager"]["step_ms"] / pair["compiled"]["step_ms"]
             print(f"{method} {case}: compiled step time = eager / {ratio:.2f}")
+
 
 if __name__ == "__main__":
     main()

@@ -35,7 +35,9 @@ COMMANDS: dict[str, Command] = {
     "export": Command("selfsup.commands:export_command", "write a checkpoint as a folder plain timm loads"),
     "compress": Command("selfsup.compress:compress_command", "int8, pruned and ONNX versions of an export"),
     "attention": Command("selfsup.eval.attention:attention_command", "class-token attention maps as PNGs"),
-    "preview": Command("selfsup.augment.preview:preview_command", "a PNG of the augmented views a config makes"),
+    "preview": Command(
+        "selfsup.augment.preview:preview_command", "a PNG of the augmented views a config makes"
+    ),
     "data": Command("selfsup.commands:data_command", "data optimize: an ImageFolder as streaming chunks"),
 }
 LIGHTNING_COMMANDS: dict[str, str] = {
@@ -98,7 +100,10 @@ def lightning_main(args: Sequence[str] | None = None):
             return SelfSupCLI(**cli_arguments(args))
         except SIGTERMException:
             # ExactResume saved last.ckpt after the step in progress: a clean, resumable stop
-            print("selfsup: stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last", file=sys.stderr)
+            print(
+                "selfsup: stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last",
+                file=sys.stderr,
+            )
             raise SystemExit(0) from None
 
 

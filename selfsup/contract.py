@@ -261,7 +261,13 @@ def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
     vit = bool(encoder.get("vit"))
     img_size = _pair(args.pop("img_size", None)) if vit else None
     patch_size = _pair(args.pop("patch_size", None)) if vit else None
-    spec = {"name": encoder["name"], "model_args": args, "img_size": img_size, "patch_size": patch_size, "vit": vit}
+    spec = {
+        "name": encoder["name"],
+        "model_args": args,
+        "img_size": img_size,
+        "patch_size": patch_size,
+        "vit": vit,
+    }
     task = {
         "name": old["task"],
         "num_classes": old["num_classes"],
@@ -282,7 +288,9 @@ FORMAT_1_STATE_KEYS = {"head.": "task.head."}
 """Fine-tune state-dict prefixes renamed by format 2 (the head moved into the task object)."""
 
 
-def upgrade_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> CheckpointMeta:
+def upgrade_checkpoint(
+    checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>"
+) -> CheckpointMeta:
     """Bring a loaded checkpoint dict to the current format in place (record and state-dict keys)
     and return its metadata. Idempotent."""
     record = checkpoint.get(CHECKPOINT_KEY)
@@ -401,4 +409,6 @@ def build_backbone(
     calling it returns features pooled as ``pool`` (default: the checkpoint's declared pooling)."""
     meta = read_meta(checkpoint, path)
     model = meta.backbone.build(pool=pool or meta.pool, **overrides)
-    return load_backbone_weights(model, plain_backbone_state(checkpoint, meta, path), meta.backbone, path).eval()
+    return load_backbone_weights(
+        model, plain_backbone_state(checkpoint, meta, path), meta.backbone, path
+    ).eval()

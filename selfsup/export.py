@@ -81,7 +81,9 @@ def read_export(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"'{path / 'config.json'}' is not valid JSON ({err}): re-create the export.") from None
+        raise CheckpointError(
+            f"'{path / 'config.json'}' is not valid JSON ({err}): re-create the export."
+        ) from None
 
 
 def load_encoder(
@@ -131,7 +133,12 @@ def load_encoder(
     checkpoint = load_checkpoint(path)
     meta = read_meta(checkpoint, path)
     spec = meta.backbone
-    found = {"name": spec.name, "img_size": spec.img_size, "patch_size": spec.patch_size, "method": meta.method}
+    found = {
+        "name": spec.name,
+        "img_size": spec.img_size,
+        "patch_size": spec.patch_size,
+        "method": meta.method,
+    }
     _check_expected(path, found, method, expected)
     return build_backbone(checkpoint, path, pool=pool or meta.pool, **model_kwargs)
 

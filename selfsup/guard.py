@@ -85,7 +85,9 @@ class NonFiniteGuard:
         self.skipped = 0
         self._pending: tuple[int, int, torch.Tensor, torch.cuda.Event | None] | None = None
 
-    def check(self, loss: torch.Tensor | None, optimizer: torch.optim.Optimizer, step: int, epoch: int) -> None:
+    def check(
+        self, loss: torch.Tensor | None, optimizer: torch.optim.Optimizer, step: int, epoch: int
+    ) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         if not grads and loss is None:

@@ -9,7 +9,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from selfsup._lightning import throttle_sigterm_broadcast
 from selfsup.checkpoint import ExactResume
@@ -86,7 +85,11 @@ class SelfSupCLI(LightningCLI):
             return
         for logger in self._loggers(config):
             init_args = getattr(logger, "init_args", None)
-            if init_args is not None and getattr(init_args, "save_dir", None) in (RUN_ROOT, f"./{RUN_ROOT}", None):
+            if init_args is not None and getattr(init_args, "save_dir", None) in (
+                RUN_ROOT,
+                f"./{RUN_ROOT}",
+                None,
+            ):
                 init_args.save_dir = str(root)
 
     def _resolve_last(self, config) -> None:
@@ -166,7 +169,11 @@ def parser_error(err: Exception) -> str:
             f"`selfsup fit --{section}.help {class_path}` lists its arguments."
         )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Subtypes:", "Errors:", "Given value type", "- Expected a"))]
+    useful = [
+        line
+        for line in lines
+        if not line.startswith(("Subtypes:", "Errors:", "Given value type", "- Expected a"))
+    ]
     return " ".join(useful[:4]) if useful else text
 
 

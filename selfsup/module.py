@@ -69,7 +69,9 @@ class SelfSupModule(L.LightningModule):
         """Log the loss (per step and epoch mean), the learning rate and method-specific values, all
         as tensors: device values stay on the device (Lightning reads them at its logging interval),
         host values (the learning rate, counts) are CPU tensors, so nothing is copied or synced here."""
-        self.log("train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log(
+            "train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size
+        )
         optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
         if optimizer is not None and not isinstance(optimizer, list):
             self.log(

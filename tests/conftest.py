@@ -1,11 +1,19 @@
 import os
 import warnings
 
-import pytest
-import torch
+# Under pytest-xdist (2 workers, see pyproject.toml) every process a test starts (CLI runs, DDP
+# ranks, DataLoader workers, notebooks) inherits one thread too: two workers that each start
+# 2-thread processes on 2 cores would spin against each other.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
-# two cores: keep torch from oversubscribing them
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# two cores: keep torch from oversubscribing them. Under pytest-xdist (the default, see
+# pyproject.toml) each of the 2 workers gets one thread; `pytest -n 0` runs one process with two.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // WORKERS))
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +77,18 @@ def tiny_runs(tmp_path_factory):
             "checkpoints": sorted((run_dir / "checkpoints").glob("*.ckpt")),
         }
     return runs
+
+
+# the longest modules first: pytest-xdist (--dist loadfile) hands modules to its workers in this order,
+# so a long module started last would leave the other worker idle while it runs
+LONGEST_FIRST = (
+    "tests/test_learning.py",
+    "tests/test_ddp.py",
+    "tests/methods/test_dino.py",
+    "tests/methods/test_simclr.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

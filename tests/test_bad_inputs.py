@@ -104,7 +104,9 @@ def test_a_wrong_value_ends_with_selfsups_message_and_no_traceback(tmp_path, mon
         "is a multiple of 5 (e.g. 15) or a patch size that divides 16."
     )
     assert "Traceback" not in err
-    with pytest.raises(ValueError, match="not divisible by the patch size 5x5"):  # --debug: the real exception
+    with pytest.raises(
+        ValueError, match="not divisible by the patch size 5x5"
+    ):  # --debug: the real exception
         main([*args, "--debug"])
 
 

@@ -2,7 +2,6 @@
 this CPU) and trains to the same weights as eager mode."""
 
 import lightning as L
-import torch
 
 from selfsup import ImageDataModule, SimCLR
 
@@ -27,5 +26,7 @@ def test_compiled_and_eager_steps_agree():
     assert compiled.encoder._compiled_call_impl is not None  # nn.Module.compile: names unchanged
     assert [n for n, _ in compiled.named_parameters()] == [n for n, _ in eager.named_parameters()]
     assert abs(eager_loss - compiled_loss) < 1e-4
-    worst = max((a - b).abs().max().item() for a, b in zip(eager.parameters(), compiled.parameters(), strict=True))
+    worst = max(
+        (a - b).abs().max().item() for a, b in zip(eager.parameters(), compiled.parameters(), strict=True)
+    )
     assert worst < 1e-4, worst

@@ -63,7 +63,9 @@ def test_every_wrong_checkpoint_is_a_checkpoint_error_naming_the_problem_and_the
     finetune = FIXTURES / "format1_finetune.ckpt"
     simclr = FIXTURES / "format1_simclr.ckpt"
     meta = read_meta(load_checkpoint(finetune))
-    with pytest.raises(CheckpointError, match="is a fine-tune checkpoint .* pretraining checkpoint is needed"):
+    with pytest.raises(
+        CheckpointError, match="is a fine-tune checkpoint .* pretraining checkpoint is needed"
+    ):
         meta.require(finetune, kind="pretrain")
     with pytest.raises(CheckpointError, match="is a simclr checkpoint, but a mae checkpoint was expected"):
         read_meta(load_checkpoint(simclr)).require(simclr, method="mae")

@@ -1,5 +1,6 @@
-"""Learning regression checks: a short, fixed-seed SimCLR run must lift kNN top-1 on held-out data
-above the same encoder at its random initialisation, by a margin set from measured runs."""
+"""Learning regression check on real photos: a short, fixed-seed SimCLR run on CIFAR-10 must lift kNN
+top-1 and the linear probe on held-out data above the same encoder at its random initialisation, by
+margins set from measured runs. (The digits checks of each method are in tests/methods/.)"""
 
 from __future__ import annotations
 
@@ -14,22 +15,6 @@ from selfsup.eval import KNNReport
 from selfsup.eval.probe import probe
 from selfsup.optim import OptimConfig
 from tests.helpers import shared_data
-
-
-def pretrain_and_report(data: ImageDataModule, epochs: int, model: SimCLR) -> dict[str, float]:
-    L.seed_everything(0)
-    report = KNNReport(k=20, temperature=0.07)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[report],
-    )
-    trainer.fit(model, data)
-    return report.results
 
 
 @pytest.fixture(scope="module")
@@ -107,29 +92,3 @@ def test_linear_probe_of_the_pretrained_encoder_beats_random_init_on_cifar10(cif
     assert abs(init.knn_top1[20] - knn_report["top1_init"]) < 1e-6
     assert abs(trained.knn_top1[20] - knn_report["top1_trained"]) < 1e-6
     assert trained.linear_top1 >= init.linear_top1 + 0.010, (init, trained)
-
-
-def test_simclr_learns_on_embedded_digits():
-    """scikit-learn digits (always available), 1,437 training / 360 held-out images at 16 px, 4-block
-    ViT-Tiny with 4-px patches, 6 epochs (66 steps of 128).
-
-    Measured on 2 CPU cores (2026-11-22) with seeds 0 / 1 / 2 (the test uses seed 0): random init
-    45.0 / 44.7 / 46.1 %, pretrained 73.3 / 67.8 / 65.0 %: lifts of +28 / +23 / +19 points in about
-    40 s. The required lift is +15 points.
-    """
-    L.seed_everything(0)
-    data = ImageDataModule("digits", image_size=16, batch_size=128, num_workers=0)
-    model = SimCLR(
-        "vit_tiny_patch16_224",
-        img_size=16,
-        patch_size=4,
-        encoder_kwargs={"depth": 4},
-        projection_hidden_dim=512,
-        temperature=0.2,
-        augment=SimCLRViewConfig(
-            crop_scale=(0.3, 1.0), hflip_prob=0.0, jitter_strength=0.5, grayscale_prob=0.0, blur_prob=0.0
-        ),
-        optim=OptimConfig(base_lr=1e-3, weight_decay=0.05, warmup_epochs=1),
-    )
-    results = pretrain_and_report(data, 6, model)
-    assert results["top1_trained"] >= results["top1_init"] + 0.15, results

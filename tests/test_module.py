@@ -3,7 +3,6 @@ tensors, and weight-decay groups decided by name."""
 
 import lightning as L
 import pytest
-import torch
 
 from selfsup import DINO, MAE, ImageDataModule, MoCoV3, SimCLR
 from tests.helpers import count_host_reads

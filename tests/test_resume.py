@@ -9,8 +9,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import REPO
-from tests.helpers import selfsup_command
+from tests.helpers import REPO, selfsup_command
 
 ARGS = [
     "fit",

@@ -42,7 +42,11 @@ def preview_grid(module, images: torch.Tensor, seed: int = 0, min_side: int = 96
     drawn = []
     for i, image in enumerate(originals):
         boxes = torch.stack([p.boxes[i].float() * scale for p in params])
-        drawn.append(draw_bounding_boxes(image, boxes, colors=COLOURS[: len(boxes)] * 4, width=2))
+        drawn.append(
+            draw_bounding_boxes(
+                image, boxes, colors=[COLOURS[j % len(COLOURS)] for j in range(len(boxes))], width=2
+            )
+        )
     rows = [torch.stack(drawn).float() / 255]
     for view in views:
         x = (view.float().cpu() * std + mean).clamp(0, 1)
@@ -83,5 +87,8 @@ def preview_command(argv: Sequence[str]) -> Path:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, out)
-    print(f"wrote {out}: originals with crop boxes, then {len(grid) and len(views_of(cli.model).views)} views")
+    views = len(views_of(cli.model).views)
+    print(
+        f"wrote {out}: {args.num_images} originals with the crop box of each view, then {views} rows of views"
+    )
     return out

@@ -3,7 +3,7 @@
 ``out_dir`` receives one sub-folder per artefact, each with a ``selfsup.json`` (what was done: method,
 tool, amount, measured sparsity, tolerance, how to load) and a ``README.txt`` (how to load it):
 
-    int8/        config.json + model_int8.pt: torchao int8 linear layers; timm + torch + torchao load it
+    int8/        config.json + model_int8.safetensors: torchao int8 linear layers; timm + torch + torchao load it
     pruned/      a plain timm export (config.json + model.safetensors): ``timm.create_model("local-dir:...")``
     onnx/        model.onnx (float32), checked against torch with onnxruntime; onnxruntime loads it
     onnx_int8/   model.onnx quantised by onnxruntime (with both --int8 and --onnx)

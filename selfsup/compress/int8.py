@@ -21,13 +21,14 @@ wheel does not load here. Dynamic int8 that is fast on a CPU is the ONNX int8 ar
 (onnxruntime's dynamic quantisation with its integer kernels, ``selfsup.compress.onnx_export``).
 ``benchmarks/compress_table.py --int8_backends`` re-measures all of these side by side.
 
-Saved as ``model_int8.pt``: the quantised state dict written by ``torch.save`` (torchao tensors
-are registered for ``torch.load(weights_only=True)``, so no arbitrary pickle is executed), beside
-the source export's ``config.json`` (timm builds the float architecture from it). Loading::
+Saved as ``model_int8.safetensors`` (no pickle): torchao's safetensors support
+(``torchao.prototype.safetensors``) splits each int8 tensor into its int8 data and float scales plus
+JSON metadata, beside the source export's ``config.json`` (timm builds the float architecture from
+it). Only the quantised tensors go through that split; the plain ones (class token, position
+embedding, norms, biases) are stored as they are, because torchao's loader expects every name it
+handles to contain a dot. Loading without selfsup::
 
-    import timm, torch, torchao  # importing torchao registers its int8 tensors with torch.load
-    model = timm.create_model("local-dir:DIR", pretrained=False).eval()
-    model.load_state_dict(torch.load("DIR/model_int8.pt", weights_only=True), assign=True)
+    see ``LOAD_INT8`` below (also written into the artefact's README), with DIR the artefact folder
 """
 
 from __future__ import annotations
@@ -40,12 +41,19 @@ import torch
 from torch import nn
 
 Int8Mode = Literal["dynamic", "weight_only"]
-INT8_FILE = "model_int8.pt"
+INT8_FILE = "model_int8.safetensors"
 
 LOAD_INT8 = """\
-import timm, torch, torchao  # importing torchao registers its int8 tensors with torch.load
+import timm, torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
 model = timm.create_model("local-dir:{dir}", pretrained=False).eval()
-model.load_state_dict(torch.load("{dir}/{file}", weights_only=True), assign=True)
+with safe_open("{dir}/{file}", "pt") as f:
+    metadata = f.metadata()
+int8, rest = unflatten_tensor_state_dict(load_file("{dir}/{file}"), metadata)
+model.load_state_dict({{**rest, **int8}}, assign=True)
 features = model(images)  # [B, 3, H, W] normalised with config.json's mean/std -> [B, D]"""
 
 
@@ -70,18 +78,32 @@ def quantize_int8(model: nn.Module, mode: Int8Mode = "weight_only") -> nn.Module
 
 
 def save_int8(model: nn.Module, folder: Path) -> Path:
-    """``folder/model_int8.pt``: the quantised state dict (see the module docstring)."""
+    """``folder/model_int8.safetensors``, written atomically (see the module docstring)."""
+    from safetensors.torch import save
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    from selfsup.checkpoint import atomic_write_bytes
+
+    state = model.state_dict()
+    quantized = {k: v for k, v in state.items() if type(v) is not torch.Tensor}
+    plain = {k: v.contiguous() for k, v in state.items() if type(v) is torch.Tensor}
+    data, metadata = flatten_tensor_state_dict(quantized)
     path = folder / INT8_FILE
-    torch.save(model.state_dict(), path)
+    atomic_write_bytes(save({**plain, **data}, metadata=metadata), path)
     return path
 
 
 def load_int8(folder: str | Path) -> nn.Module:
     """The int8 model of an ``int8/`` artefact, loaded the documented way (timm + torchao)."""
     import timm
-    import torchao  # noqa: F401  registers torchao's tensors with torch.load(weights_only=True)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
     folder = Path(folder)
     model = timm.create_model(f"local-dir:{folder}", pretrained=False).eval()
-    model.load_state_dict(torch.load(folder / INT8_FILE, weights_only=True), assign=True)
+    with safe_open(str(folder / INT8_FILE), "pt") as f:
+        metadata = f.metadata()
+    int8, rest = unflatten_tensor_state_dict(load_file(folder / INT8_FILE), metadata)
+    model.load_state_dict({**rest, **int8}, assign=True)
     return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from selfsup.data.arrays import TORCHVISION_SOURCES, digits_split, download_torchvision, torchvision_split
+from selfsup._lightning import batches_done_in_epoch
+from selfsup.data.arrays import (
+    TORCHVISION_SOURCES,
+    ArrayDataset,
+    digits_split,
+    download_torchvision,
+    torchvision_split,
+)
 from selfsup.data.decode import encoded_collate
 from selfsup.data.folder import (
     LAYOUT,
@@ -65,6 +73,12 @@ class ImageDataModule(L.LightningDataModule):
         file_list_cache: where the folder source's file lists are cached (written once by
             ``prepare_data``, read by every process): ``auto`` (``root`` when writable, else
             ``~/.cache/selfsup/file_lists``), a folder, or None to scan in every process.
+        classes: keep only these classes (class-folder names for ``folder``; the names in
+            ``classes`` of ``digits`` ("0".."9"), ``cifar10``, ``cifar100`` and ``stl10``) in both
+            splits, labelled ``0..len(classes)-1`` in the order given; e.g. two disjoint halves of
+            a data set's classes for continual pretraining. ``train_subset`` / ``val_subset`` then
+            sample from the kept images; unlabelled images (STL-10's) are dropped. None: every class.
+            An unknown name is a ``ValueError`` listing the data's classes.
     """
 
     def __init__(
@@ -84,6 +98,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         decode: Decode = "cpu",
         file_list_cache: str | None = "auto",
+        classes: list[str] | None = None,
     ) -> None:
         super().__init__()
         if source not in ("digits", "folder", "streaming", *TORCHVISION_SOURCES):
@@ -107,6 +122,15 @@ class ImageDataModule(L.LightningDataModule):
                 "skip_corrupt needs decode: cpu (with decode: gpu the files are decoded in the training step, "
                 "where a batch cannot shrink); check the folder once with decode: cpu and skip_corrupt: true."
             )
+        if classes is not None:
+            if source == "streaming":
+                raise ValueError(
+                    "classes does not apply to streaming data: optimise a folder of those classes instead."
+                )
+            if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
+                raise ValueError(f"classes must be a list of class names (strings), got {classes!r}.")
+            if not classes or len(set(classes)) != len(classes):
+                raise ValueError(f"classes must name at least one class, each once, got {list(classes)}.")
         if image_size < 1 or batch_size < 1 or num_workers < 0:
             raise ValueError(
                 f"image_size and batch_size must be >= 1 and num_workers >= 0, got {image_size}, {batch_size}, "
@@ -127,6 +151,8 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.decode = decode
         self.file_list_cache = file_list_cache
+        self.class_subset = list(classes) if classes is not None else None
+        self._all_classes: list[str] = []  # every class of the data (the training split's), before `classes`
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.classes: list[str] = []
@@ -169,13 +195,10 @@ class ImageDataModule(L.LightningDataModule):
             seed=self.seed,
         )
 
-        def batches_done() -> int:
-            return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
-
         return ResumableDataLoader(
             self.train_set,
             sampler,
-            batches_done,
+            functools.partial(batches_done_in_epoch, trainer),
             batch_size=self.batch_size,
             drop_last=len(self.train_set) // sampler.num_replicas >= self.batch_size,
             num_workers=self.num_workers,
@@ -251,7 +274,7 @@ class ImageDataModule(L.LightningDataModule):
             dataset = ImageFolderDataset(
                 split_dir,
                 size,
-                classes=self.classes or None,
+                classes=self._all_classes or None,
                 skip_corrupt=self.skip_corrupt,
                 decode=self.decode,
                 cache_dir=self._cache_dir(),
@@ -261,7 +284,12 @@ class ImageDataModule(L.LightningDataModule):
                 self.source, self.root, split, size, stl10_unlabeled=self.stl10_unlabeled
             )
         if split == "train":
+            self._all_classes = list(dataset.classes)
             self.classes = list(dataset.classes)
+        if self.class_subset is not None:
+            every = self._all_classes or list(dataset.classes)
+            dataset = _keep_classes(dataset, every, self.class_subset, f"{self.source} data")
+            self.classes = list(self.class_subset)
         return dataset
 
     def _subset(self, dataset: Dataset | None, count: int | None) -> Dataset | None:
@@ -307,6 +335,32 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=encoded_collate if encoded else None,
         )
+
+
+def _keep_classes(dataset: Dataset, all_classes: list[str], keep: list[str], what: str) -> Dataset:
+    """``dataset`` restricted to the classes ``keep`` (names among ``all_classes``), relabelled
+    ``0..len(keep)-1`` in that order. A copy of the same type (an image folder keeps its file list,
+    an array set its tensors), so decoding, subsets and ``decode: gpu`` work unchanged."""
+    unknown = [name for name in keep if name not in all_classes]
+    if unknown:
+        raise ValueError(f"classes {unknown} are not classes of the {what}; it has {all_classes}.")
+    new_label = {all_classes.index(name): i for i, name in enumerate(keep)}
+    dataset = copy.copy(dataset)
+    if isinstance(dataset, ImageFolderDataset):
+        dataset.samples = [(path, new_label[label]) for path, label in dataset.samples if label in new_label]
+        dataset.targets = [label for _, label in dataset.samples]
+    elif isinstance(dataset, ArrayDataset):
+        mapping = torch.full((len(all_classes),), -1, dtype=torch.long)
+        mapping[list(new_label)] = torch.tensor(list(new_label.values()), dtype=torch.long)
+        labelled = (dataset.labels >= 0) & (dataset.labels < len(mapping))  # unlabelled (-1): dropped
+        labels = torch.where(labelled, mapping[torch.where(labelled, dataset.labels, 0)], -1)
+        kept = labels >= 0
+        dataset.images, dataset.labels = dataset.images[kept], labels[kept]
+        dataset.targets = dataset.labels.tolist()
+    else:
+        raise ValueError(f"classes cannot restrict {type(dataset).__name__} (the {what}).")
+    dataset.classes = list(keep)
+    return dataset
 
 
 def _decoded_on_cpu(dataset: Dataset) -> Dataset:

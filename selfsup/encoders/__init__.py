@@ -1,7 +1,7 @@
 """Encoders: :func:`create_encoder` around timm, pooling, and (for MAE) masking as pure functions."""
 
-from selfsup.encoders.pos_embed import fix_sincos_pos_embed, sincos_2d
 from selfsup.encoders.masking import Masked, num_kept, patchify, random_masking, unpatchify
+from selfsup.encoders.pos_embed import fix_sincos_pos_embed, sincos_2d
 from selfsup.encoders.vit import (
     NotAVisionTransformer,
     Pool,

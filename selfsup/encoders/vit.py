@@ -136,9 +136,16 @@ def pooled_features(
     if last_blocks == 1:
         return encoder.pool(encoder.forward_features(images), pool_type=pool)
     if not 1 <= last_blocks <= len(encoder.blocks):
-        raise ValueError(f"last_blocks must lie in [1, {len(encoder.blocks)}] (the encoder's depth), got {last_blocks}.")
+        raise ValueError(
+            f"last_blocks must lie in [1, {len(encoder.blocks)}] (the encoder's depth), got {last_blocks}."
+        )
     outputs = encoder.forward_intermediates(
-        images, indices=last_blocks, norm=True, output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True
+        images,
+        indices=last_blocks,
+        norm=True,
+        output_fmt="NLC",
+        intermediates_only=True,
+        return_prefix_tokens=True,
     )
     if pool == "token":
         return torch.cat([prefix[:, 0] for _, prefix in outputs], dim=-1)

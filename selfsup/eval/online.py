@@ -84,7 +84,12 @@ class OnlineLinearProbe(Callback):
         top1 = ((logits.argmax(1) == labels).float() * labelled).sum() / count
         pl_module.log("probe/train_loss", loss.detach(), on_step=True, on_epoch=True, batch_size=len(labels))
         pl_module.log(
-            "probe/train_top1", top1.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels)
+            "probe/train_top1",
+            top1.detach(),
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(labels),
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -29,7 +29,9 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def confusion_matrix_png(matrix: torch.Tensor, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+def confusion_matrix_png(
+    matrix: torch.Tensor, classes: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: prediction) as a PNG."""
     counts = matrix.float().cpu()
     rates = counts / counts.sum(1, keepdim=True).clamp_min(1)

@@ -14,8 +14,17 @@ _EXPORTS = {
     **{
         name: "selfsup.finetune.strategies"
         for name in (
-            "STRATEGIES", "Adapter", "BitFit", "Full", "Linear", "LoRA", "NotExportable", "Partial", "Prompt",
-            "Strategy", "get_strategy",
+            "STRATEGIES",
+            "Adapter",
+            "BitFit",
+            "Full",
+            "Linear",
+            "LoRA",
+            "NotExportable",
+            "Partial",
+            "Prompt",
+            "Strategy",
+            "get_strategy",
         )
     },  # fmt: skip
 }

@@ -22,11 +22,12 @@ from selfsup.contract import (
 from selfsup.encoders import default_pool
 from selfsup.finetune.backbone import dense_output, is_vit, load_backbone, pool_output
 from selfsup.finetune.strategies import STRATEGIES, Strategy, get_strategy
-from selfsup.finetune.tasks import TASKS, Task
+from selfsup.finetune.tasks import TASKS
+from selfsup.finetune.tasks.detection import DetectorConfig
 from selfsup.module import SelfSupModule
 from selfsup.optim import OptimConfig
 
-TaskName = Literal["classification", "segmentation"]
+TaskName = Literal["classification", "segmentation", "detection"]
 
 
 class FineTune(SelfSupModule):
@@ -36,8 +37,10 @@ class FineTune(SelfSupModule):
         backbone: a selfsup export folder or checkpoint (the pretrained backbone), a ``local-dir:``
             timm folder, or any timm model name (ViT or CNN, e.g. ``resnet50``; randomly initialised).
         num_classes: classes of the task.
-        task: ``classification`` (batches of images and labels) or ``segmentation`` (images and
-            masks of class indices, 255 = ignore); see ``selfsup.finetune.tasks``.
+        task: ``classification`` (batches of images and labels), ``segmentation`` (images and
+            masks of class indices, 255 = ignore) or ``detection`` (images and lists of box targets,
+            ``selfsup.data.detection.DetectionDataModule``; ViT backbones and the strategies ``full``,
+            ``lora`` and ``linear``); see ``selfsup.finetune.tasks``.
         strategy: ``linear``, ``full``, ``partial``, ``bitfit``, ``lora``, ``adapter``, ``prompt``, or a
             configured one (``class_path: selfsup.finetune.LoRA`` with ``init_args: {rank: 4}``).
         head: classification head, ``linear`` or ``mlp`` (``head_hidden_dim`` wide).
@@ -47,7 +50,10 @@ class FineTune(SelfSupModule):
         backbone_kwargs: further timm arguments, e.g. ``drop_path_rate`` (0.1 is MAE's for ViT-B).
         mixup, cutmix: alphas of timm's Mixup (0 disables); classification only.
         label_smoothing: label smoothing of the cross entropy.
-        augment: random resized crop and flip on the device.
+        augment: random resized crop and flip on the device (detection: applied to the boxes too;
+            keep most of the image there, e.g. ``crop_scale: [0.25, 1.0]``).
+        detector: detection only: the pyramid, the torchvision detector and its post-processing
+            (``selfsup.finetune.tasks.detection.DetectorConfig``).
         optim: optimiser and schedule; ``lr = base_lr * global_batch / 256``. Strategy ``full``
             multiplies it per layer (layer-wise decay).
         skip_nonfinite_steps: NaN / infinite-loss steps to skip before stopping (0: stop at the first).
@@ -72,6 +78,7 @@ class FineTune(SelfSupModule):
         cutmix: float = 0.0,
         label_smoothing: float = 0.1,
         augment: CropFlipConfig = CropFlipConfig(),
+        detector: DetectorConfig = DetectorConfig(),  # noqa: B008 (frozen dataclass)
         optim: OptimConfig = OptimConfig(base_lr=5e-4, weight_decay=0.05, warmup_epochs=5),
         skip_nonfinite_steps: int = 0,
         compile: bool = False,
@@ -87,7 +94,9 @@ class FineTune(SelfSupModule):
         self.encoder = load_backbone(backbone, img_size, patch_size, backbone_kwargs)
         self.strategy = get_strategy(strategy)
         self.pretrained_method, declared_pool = _pretrained_record(backbone)
-        self.pool = pool or (default_pool(self.encoder, declared_pool or "token") if is_vit(self.encoder) else "avg")
+        self.pool = pool or (
+            default_pool(self.encoder, declared_pool or "token") if is_vit(self.encoder) else "avg"
+        )
         cfg = self.encoder.pretrained_cfg
         self.set_normalization(cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
         self.image_size = img_size or (
@@ -104,8 +113,18 @@ class FineTune(SelfSupModule):
         else:
             if mixup > 0 or cutmix > 0:
                 raise ValueError("mixup / cutmix apply to classification only.")
-            self.task = TASKS[task](num_classes, dim, self.image_size, self.mean, self.std, 0.0, view)
+            if task == "detection":
+                self.task = TASKS[task](
+                    num_classes, self.encoder, self.image_size, self.mean, self.std, view,
+                    as_config(DetectorConfig, detector),
+                )  # fmt: skip
+            else:
+                self.task = TASKS[task](num_classes, dim, self.image_size, self.mean, self.std, 0.0, view)
         self.task.check_strategy(self.strategy.name)
+        if self.task.host_targets:
+            # set on the instance, not overridden in the class: Lightning warns about every
+            # overridden transfer hook, and classification and segmentation need none
+            self.transfer_batch_to_device = self._transfer_images_only
         self.strategy.apply(self.encoder)
         self.optim = as_config(OptimConfig, optim)
         self.compile_model = compile
@@ -147,6 +166,9 @@ class FineTune(SelfSupModule):
                 f"the data has {data_classes} classes but the {self.task.name} head has num_classes={self.num_classes}: "
                 f"set model.init_args.num_classes: {data_classes}."
             )
+        names = getattr(datamodule, "classes", None) if datamodule is not None else None
+        if names and hasattr(self.task, "class_names"):  # detection records them for its export
+            self.task.class_names = [str(n) for n in names]
 
     def on_fit_start(self) -> None:
         if not self.trainer.is_global_zero:
@@ -159,7 +181,10 @@ class FineTune(SelfSupModule):
         for col in ("trainable", "of which backbone", "total", "share"):
             table.add_column(col, justify="right")
         table.add_row(
-            f"{s['trainable']:,}", f"{s['backbone_trainable']:,}", f"{s['total']:,}", f"{100 * s['share']:.2f}%"
+            f"{s['trainable']:,}",
+            f"{s['backbone_trainable']:,}",
+            f"{s['total']:,}",
+            f"{100 * s['share']:.2f}%",
         )
         Console().print(table)
         for logger in self.loggers:
@@ -175,7 +200,11 @@ class FineTune(SelfSupModule):
         groups = self.strategy.param_groups(self.encoder, self.optim.weight_decay)
         head = [(n, p) for n, p in self.task.named_parameters() if p.requires_grad]
         groups += [
-            {"params": [p for _, p in head if p.ndim > 1], "weight_decay": self.optim.weight_decay, "decay": True},
+            {
+                "params": [p for _, p in head if p.ndim > 1],
+                "weight_decay": self.optim.weight_decay,
+                "decay": True,
+            },
             {"params": [p for _, p in head if p.ndim <= 1], "weight_decay": 0.0, "decay": False},
         ]
         return [g for g in groups if g["params"]]
@@ -193,9 +222,32 @@ class FineTune(SelfSupModule):
         grid = tuple(self.encoder.patch_embed.grid_size) if is_vit(self.encoder) else None
         return dense_output(out, prefix, grid)
 
-    def forward(self, images: torch.Tensor) -> Any:
-        """Normalised images → the task's outputs (class logits ``[B, C]``, pixel logits ``[B, C, H, W]``)."""
-        return self.task(self.backbone_features(images), images)
+    def forward(self, images: torch.Tensor, targets: Any = None) -> Any:
+        """Normalised images → the task's outputs (class logits ``[B, C]``, pixel logits ``[B, C, H, W]``).
+
+        Detection takes [0, 1] images (its detector normalises them) and returns detections
+        ``[{"boxes", "scores", "labels"}]``; in training mode, given the ``targets``, its loss dict."""
+        features = images if self.task.features == "images" else self.backbone_features(images)
+        if targets is None:
+            return self.task(features, images)
+        return self.task(features, images, targets)
+
+    @property
+    def predict_boxes(self):
+        """Detection only: ``predict_boxes(uint8 images [B, 3, S, S]) -> [{"boxes", "scores", "labels"}]``
+        in the images' pixels, in eval mode (what ``selfsup.eval.detection.DetectionGrid`` calls). Other
+        tasks have no such attribute."""
+        method = getattr(self.task, "predict_boxes", None)
+        if method is None:
+            raise AttributeError(f"predict_boxes: the {self.task.name} task does not predict boxes.")
+        return method
+
+    def _transfer_images_only(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """``transfer_batch_to_device`` of tasks with ``host_targets`` (detection): the images go to the
+        device, the targets stay on the host; the task augments the boxes there (reading how many
+        survive is then free) and sends them itself, non-blocking."""
+        images, targets = batch
+        return super().transfer_batch_to_device(images, device, dataloader_idx), targets
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, targets = batch[0], batch[1]
@@ -211,8 +263,9 @@ class FineTune(SelfSupModule):
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        loss = self.guard(self.task.loss(self(images), targets))
-        self.log_step(loss, len(images))
+        outputs = self(images, targets) if self.task.needs_targets else self(images)
+        loss = self.guard(self.task.loss(outputs, targets))
+        self.log_step(loss, len(images), **self.task.train_logs(outputs))
         return loss
 
     def validation_step(self, batch: tuple, batch_idx: int) -> None:
@@ -225,14 +278,18 @@ class FineTune(SelfSupModule):
                 self.log(name, value, on_epoch=True, batch_size=len(images), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.task.epoch_end()
+        values = self.task.epoch_end() or {}  # tasks whose metrics are computed once per epoch (detection)
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name.endswith("map_50"))
 
     def on_fit_end(self) -> None:
         trainer = self.trainer
         if not trainer.is_global_zero or trainer.logger is None or not trainer.log_dir:
             return  # no logger: no run folder, and nothing is written into the working directory
         classes = getattr(trainer.datamodule, "classes", None) or [str(i) for i in range(self.num_classes)]
-        self.task.save_pictures(Path(trainer.log_dir), classes, f"{self.task.name}, strategy {self.strategy.name}")
+        self.task.save_pictures(
+            Path(trainer.log_dir), classes, f"{self.task.name}, strategy {self.strategy.name}"
+        )
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -273,9 +330,12 @@ class FineTune(SelfSupModule):
             img_size=spec.img_size,
             patch_size=spec.patch_size,
             backbone_kwargs=dict(spec.model_args),
+            **({"detector": meta.task["detector"]} if "detector" in meta.task else {}),
         )
         module.set_normalization(meta.mean, meta.std)
         module.load_state_dict(checkpoint["state_dict"])
+        if meta.task.get("classes") and hasattr(module.task, "class_names"):
+            module.task.class_names = list(meta.task["classes"])
         return module.eval()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import weight_norm
 
 
 class DINOHead(nn.Module):
@@ -19,11 +18,10 @@ class DINOHead(nn.Module):
     optional BatchNorm, the last one to ``bottleneck_dim``), L2 normalisation, then a weight-normalised
     linear layer without bias to ``out_dim`` prototypes.
 
-    The last layer is ``torch.nn.utils.parametrizations.weight_norm`` (the non-deprecated form):
-    its weight is ``g * v / ||v||`` row by row, with parameters
-    ``last_layer.parametrizations.weight.original0`` (``g``, ``[out_dim, 1]``) and ``...original1``
-    (``v``, ``[out_dim, bottleneck_dim]``). ``g`` starts at 1; with ``norm_last_layer`` it stays 1
-    (not trainable), so every prototype has unit norm, which the paper found stabilises training.
+    The last layer is a :class:`WeightNormLinear`: its weight is ``g * v / ||v||`` row by row, with
+    parameters ``last_layer.magnitude`` (``g``, ``[out_dim, 1]``) and ``last_layer.direction`` (``v``,
+    ``[out_dim, bottleneck_dim]``). ``g`` starts at 1; with ``norm_last_layer`` it stays 1 (not
+    trainable), so every prototype has unit norm, which the paper found stabilises training.
 
     :meth:`last_layer_parameters` returns exactly this head's last-layer parameters, for the method
     to cancel their gradients during the first epoch (DINO's ``freeze_last_layer``). Call it on the
@@ -71,11 +69,8 @@ class DINOHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.mlp.apply(_init_linear)
         # the reference initialises the last layer as nn.Linear does, then sets g to 1
-        self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
-        magnitude = self.last_layer.parametrizations.weight.original0
-        with torch.no_grad():
-            magnitude.fill_(1.0)
-        magnitude.requires_grad_(not norm_last_layer)
+        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        self.last_layer.magnitude.requires_grad_(not norm_last_layer)
         self.norm_last_layer = norm_last_layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +81,31 @@ class DINOHead(nn.Module):
         """The parameters of this head's weight-normalised last layer, ``[g, v]``: what DINO freezes
         during the first epoch (``g`` is already frozen with ``norm_last_layer``)."""
         return list(self.last_layer.parameters())
+
+
+class WeightNormLinear(nn.Module):
+    """A linear layer without bias whose weight is ``magnitude * direction / ||direction||`` per
+    output row (Salimans & Kingma 2016; what DINO's ``nn.utils.weight_norm`` layer computes).
+
+    Written here rather than with ``torch.nn.utils.parametrizations.weight_norm`` because a
+    parametrized module cannot be pickled or deep-copied ("only supported through state_dict()"),
+    which Lightning's ``ddp_spawn`` launcher and copying a student into its teacher both need; the
+    deprecated ``torch.nn.utils.weight_norm`` is on its way out. ``direction`` starts as
+    ``nn.Linear``'s weight would, ``magnitude`` at 1 (as the reference sets it)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.direction = nn.Parameter(
+            nn.Linear(in_features, out_features, bias=False).weight.detach().clone()
+        )
+        self.magnitude = nn.Parameter(torch.ones(out_features, 1))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.magnitude * F.normalize(self.direction, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
 
 
 def _init_linear(module: nn.Module) -> None:

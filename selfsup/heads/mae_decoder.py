@@ -63,7 +63,9 @@ class MAEDecoder(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.embed = nn.Linear(encoder_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        pos = sincos_2d(*self.grid_size, dim, num_prefix_tokens).unsqueeze(0)  # fixed, zeros for prefix tokens
+        pos = sincos_2d(*self.grid_size, dim, num_prefix_tokens).unsqueeze(
+            0
+        )  # fixed, zeros for prefix tokens
         self.register_buffer("pos_embed", pos, persistent=False)
         self.blocks = nn.Sequential(
             *[Block(dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]

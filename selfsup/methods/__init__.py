@@ -21,11 +21,19 @@ class MethodEntry(NamedTuple):
 
 
 METHODS: dict[str, MethodEntry] = {
-    "simclr": MethodEntry("selfsup.methods.simclr.SimCLR", "contrastive: InfoNCE between two views, global negatives"),
+    "simclr": MethodEntry(
+        "selfsup.methods.simclr.SimCLR", "contrastive: InfoNCE between two views, global negatives"
+    ),
     "mae": MethodEntry("selfsup.methods.mae.MAE", "masked autoencoder: reconstruct 75% hidden patches"),
-    "dino": MethodEntry("selfsup.methods.dino.DINO", "self-distillation with a momentum teacher and multi-crop"),
-    "mocov3": MethodEntry("selfsup.methods.mocov3.MoCoV3", "contrastive with a momentum encoder and a predictor"),
-    "distill": MethodEntry("selfsup.methods.distill.Distill", "distil a frozen teacher's features into a student"),
+    "dino": MethodEntry(
+        "selfsup.methods.dino.DINO", "self-distillation with a momentum teacher and multi-crop"
+    ),
+    "mocov3": MethodEntry(
+        "selfsup.methods.mocov3.MoCoV3", "contrastive with a momentum encoder and a predictor"
+    ),
+    "distill": MethodEntry(
+        "selfsup.methods.distill.Distill", "distil a frozen teacher's features into a student"
+    ),
 }
 
 

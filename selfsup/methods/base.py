@@ -29,7 +29,14 @@ from torch import nn
 
 from selfsup import distributed
 from selfsup.contract import CheckpointMeta, ModelSpec, as_config
-from selfsup.encoders import Pool, check_patch_grid, create_encoder, data_config, default_pool, pooled_features
+from selfsup.encoders import (
+    Pool,
+    check_patch_grid,
+    create_encoder,
+    data_config,
+    default_pool,
+    pooled_features,
+)
 from selfsup.module import SelfSupModule
 from selfsup.optim import OptimConfig, cosine
 
@@ -102,6 +109,7 @@ class PretrainModule(SelfSupModule):
         self._teachers: list[tuple[str, str, float, float]] = []
         self.total_steps = 1
         self.view_augment: nn.Module | None = None
+        self._step_views: list[torch.Tensor] | None = None  # this step's views, for the continual term
 
     @staticmethod
     def build_encoder(
@@ -112,7 +120,9 @@ class PretrainModule(SelfSupModule):
     ) -> VisionTransformer:
         if isinstance(encoder, str):
             try:
-                return create_encoder(encoder, img_size=img_size, patch_size=patch_size, **(encoder_kwargs or {}))
+                return create_encoder(
+                    encoder, img_size=img_size, patch_size=patch_size, **(encoder_kwargs or {})
+                )
             except TypeError as err:
                 raise ValueError(
                     f"encoder_kwargs {encoder_kwargs} do not fit timm's VisionTransformer: {err}"
@@ -122,7 +132,9 @@ class PretrainModule(SelfSupModule):
                 f"encoder must be a timm ViT name or a timm VisionTransformer, got {type(encoder).__name__}."
             )
         if encoder_kwargs:
-            raise ValueError("encoder_kwargs only apply to a named encoder; build the injected encoder with them.")
+            raise ValueError(
+                "encoder_kwargs only apply to a named encoder; build the injected encoder with them."
+            )
         check_patch_grid(encoder)
         actual = encoder.patch_embed.img_size[0]
         if img_size is not None and img_size != actual:
@@ -189,25 +201,34 @@ class PretrainModule(SelfSupModule):
                 "set data.image_size to the encoder's img_size."
             )
         if self._trainer is not None and self._trainer.training:
-            return self.augment(images), labels
+            views = self.augment(images)
+            if self.continual_weight > 0:
+                self._step_views = views  # for guard() in methods that do not pass their views
+            return views, labels
         return self.normalize(images), labels
 
     # --- the loss --------------------------------------------------------------------------------
 
     def guard(self, loss: torch.Tensor, views: Any = None) -> torch.Tensor:
         """The method's final loss: plus the continual-distillation term when ``continual_weight > 0``
-        (computed on the first of ``views``), registered with the non-finite guard."""
+        (computed on the first of ``views``; None: the first view this step's batch was augmented
+        into), registered with the non-finite guard."""
         if self.continual_weight > 0:
+            step_views, self._step_views = self._step_views, None
+            views = step_views if views is None else views
             if views is None:
                 raise NotImplementedError(
-                    f"{type(self).__name__} does not pass its views to guard(): continual_weight needs them."
+                    f"{type(self).__name__} does not pass its views to guard(), and no training batch was "
+                    "augmented this step: continual_weight needs the views."
                 )
             view = views[0] if isinstance(views, (list, tuple)) else views
             with torch.no_grad():
                 target = pooled_features(self.start_encoder, view, self.default_pool)
             pred = self.continual_predictor(pooled_features(self.encoder, view, self.default_pool))
             term = 2 - 2 * torch.nn.functional.cosine_similarity(pred, target.to(pred.dtype), dim=-1).mean()
-            self.log("train/continual_distill", term.detach(), on_step=True, on_epoch=True, batch_size=len(view))
+            self.log(
+                "train/continual_distill", term.detach(), on_step=True, on_epoch=True, batch_size=len(view)
+            )
             loss = loss + self.continual_weight * term
         return super().guard(loss)
 

@@ -63,7 +63,9 @@ class DINOViews:
         """The :class:`~selfsup.augment.ViewConfig` of every crop: global 1, global 2, locals."""
         from selfsup.augment import ViewConfig
 
-        local_size = self.local_size or max(patch_size, round(image_size * 96 / 224 / patch_size) * patch_size)
+        local_size = self.local_size or max(
+            patch_size, round(image_size * 96 / 224 / patch_size) * patch_size
+        )
         common = {
             "hflip_prob": self.hflip_prob,
             "jitter_prob": self.jitter_prob,
@@ -78,13 +80,19 @@ class DINOViews:
             return p if size >= self.blur_min_size else 0.0
 
         first = ViewConfig(
-            size=image_size, crop_scale=self.global_scale, blur_prob=blur(self.blur_probs[0], image_size), **common
+            size=image_size,
+            crop_scale=self.global_scale,
+            blur_prob=blur(self.blur_probs[0], image_size),
+            **common,
         )
         second = dataclasses.replace(
             first, blur_prob=blur(self.blur_probs[1], image_size), solarize_prob=self.solarize_prob
         )
         local = ViewConfig(
-            size=local_size, crop_scale=self.local_scale, blur_prob=blur(self.blur_probs[2], local_size), **common
+            size=local_size,
+            crop_scale=self.local_scale,
+            blur_prob=blur(self.blur_probs[2], local_size),
+            **common,
         )
         return [first, second, *([local] * self.local_crops)]
 
@@ -150,9 +158,17 @@ class DINO(PretrainModule):
                 "by name, or build the injected one with dynamic_img_size=True."
             )
         if freeze_last_layer < 0 or clip_grad < 0:
-            raise ValueError(f"freeze_last_layer and clip_grad must be >= 0, got {freeze_last_layer}, {clip_grad}.")
+            raise ValueError(
+                f"freeze_last_layer and clip_grad must be >= 0, got {freeze_last_layer}, {clip_grad}."
+            )
         self.head = DINOHead(
-            self.encoder.num_features, out_dim, hidden_dim, bottleneck_dim, head_layers, use_bn_in_head, norm_last_layer
+            self.encoder.num_features,
+            out_dim,
+            hidden_dim,
+            bottleneck_dim,
+            head_layers,
+            use_bn_in_head,
+            norm_last_layer,
         )
         self.add_momentum_teacher("encoder", "teacher_encoder", teacher_momentum)
         self.add_momentum_teacher("head", "teacher_head", teacher_momentum)

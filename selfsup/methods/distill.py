@@ -86,13 +86,19 @@ class Distill(PretrainModule):
         self.teacher_size = _input_size(self.teacher) or self.image_size
         self.patch_weight = float(patch_weight)
         if patch_weight > 0 and not (_is_vit(self.encoder) and _is_vit(self.teacher)):
-            raise ValueError("patch_weight > 0 needs a ViT student and a ViT teacher (patch tokens on both sides).")
+            raise ValueError(
+                "patch_weight > 0 needs a ViT student and a ViT teacher (patch tokens on both sides)."
+            )
         student_dim, teacher_dim = self.encoder.num_features, self.teacher.num_features
         # the loss is at its minimum for a student equal to the teacher: no projection at equal widths
+        # (for the pooled and the patch-token targets alike)
         self.projection = nn.Identity() if student_dim == teacher_dim else nn.Linear(student_dim, teacher_dim)
-        self.patch_projection = (
-            nn.Linear(self.encoder.embed_dim, self.teacher.embed_dim) if patch_weight > 0 else None
-        )
+        self.patch_projection: nn.Module | None = None
+        if patch_weight > 0:
+            student_width, teacher_width = self.encoder.embed_dim, self.teacher.embed_dim
+            self.patch_projection = (
+                nn.Identity() if student_width == teacher_width else nn.Linear(student_width, teacher_width)
+            )
         self.criterion = FeatureDistillationLoss(loss)
         self.patch_criterion = FeatureDistillationLoss("mse")
         self.augment_config = as_config(SimCLRViewConfig, augment)
@@ -112,11 +118,18 @@ class Distill(PretrainModule):
         x = view.float() * self.normalize.std + self.normalize.mean  # back to [0, 1]
         x = (x - self.teacher_normalize.mean) / self.teacher_normalize.std
         if x.shape[-1] != self.teacher_size:
-            x = F.interpolate(x, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False)
-        with torch.inference_mode(), torch.autocast(x.device.type, torch.bfloat16, enabled=x.device.type == "cuda"):
+            x = F.interpolate(
+                x, size=(self.teacher_size, self.teacher_size), mode="bilinear", align_corners=False
+            )
+        with (
+            torch.inference_mode(),
+            torch.autocast(x.device.type, torch.bfloat16, enabled=x.device.type == "cuda"),
+        ):
             tokens = self.teacher.forward_features(x)
             pooled = self.teacher.forward_head(tokens, pre_logits=True)
-            patches = tokens[:, self.teacher.num_prefix_tokens :] if self.patch_projection is not None else None
+            patches = (
+                tokens[:, self.teacher.num_prefix_tokens :] if self.patch_projection is not None else None
+            )
         # clones leave inference mode: the loss may save them for its backward
         return pooled.float().clone(), None if patches is None else patches.float().clone()
 
@@ -126,6 +139,8 @@ class Distill(PretrainModule):
         b, length, d = patches.shape
         gh, gw = self.encoder.patch_embed.grid_size
         side = round(teacher_tokens**0.5)
+        if (gh, gw) == (side, side):
+            return patches  # the same grid: nothing to resize
         grid = patches.transpose(1, 2).reshape(b, d, gh, gw)
         grid = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)
         return grid.flatten(2).transpose(1, 2)
@@ -141,7 +156,9 @@ class Distill(PretrainModule):
             tokens = self.encoder.forward_features(view)
             features = self.encoder.pool(tokens, pool_type=self.default_pool)
             pooled_loss = self.criterion(self.projection(features), target)
-            patch_loss = self.patch_criterion(self.student_patches(tokens, target_patches.shape[1]), target_patches)
+            patch_loss = self.patch_criterion(
+                self.student_patches(tokens, target_patches.shape[1]), target_patches
+            )
             loss = pooled_loss + self.patch_weight * patch_loss
             extra = {"loss_pooled": pooled_loss.detach(), "loss_patches": patch_loss.detach()}
         loss = self.guard(loss, [view])

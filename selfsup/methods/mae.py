@@ -52,7 +52,9 @@ class MAE(PretrainModule):
         decoder_heads: int | None = None,
         norm_pix_loss: bool = True,
         augment: CropFlipConfig = CropFlipConfig(crop_scale=(0.2, 1.0)),
-        optim: OptimConfig = OptimConfig(base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40),
+        optim: OptimConfig = OptimConfig(
+            base_lr=1.5e-4, weight_decay=0.05, betas=(0.9, 0.95), warmup_epochs=40
+        ),
         **kwargs: Any,
     ) -> None:
         super().__init__(encoder, optim=optim, **kwargs)
@@ -79,7 +81,9 @@ class MAE(PretrainModule):
         self.criterion = MaskedReconstructionLoss(norm_pix_loss)
         self.augment_config = as_config(CropFlipConfig, augment)
         # float32 views: they are also the reconstruction targets
-        self.set_views([self.augment_config.to_view(self.image_size, interpolation="bicubic")], out_dtype=torch.float32)
+        self.set_views(
+            [self.augment_config.to_view(self.image_size, interpolation="bicubic")], out_dtype=torch.float32
+        )
 
     def compile_targets(self) -> list[nn.Module]:
         # MAE runs the encoder's pieces (patch embedding, masking, blocks) rather than its forward

@@ -78,8 +78,9 @@ LOADER = textwrap.dedent("""
     import onnxruntime as ort
     import timm
     import torch
-    import torchao  # registers its int8 tensors with torch.load (the int8 README says so)
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
+    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
     out, inputs, outputs = map(Path, sys.argv[1:])
     x = load_file(inputs)["x"]
@@ -88,7 +89,10 @@ LOADER = textwrap.dedent("""
         pruned = timm.create_model(f"local-dir:{out / 'pruned'}", pretrained=True).eval()
         results["pruned"] = pruned(x)
         int8 = timm.create_model(f"local-dir:{out / 'int8'}", pretrained=False).eval()
-        int8.load_state_dict(torch.load(out / "int8" / "model_int8.pt", weights_only=True), assign=True)
+        file = out / "int8" / "model_int8.safetensors"
+        with safe_open(str(file), "pt") as f:
+            quantized, rest = unflatten_tensor_state_dict(load_file(file), f.metadata())
+        int8.load_state_dict({**rest, **quantized}, assign=True)
         results["int8"] = int8(x)
     for name in ("onnx", "onnx_int8"):
         session = ort.InferenceSession(str(out / name / "model.onnx"), providers=["CPUExecutionProvider"])

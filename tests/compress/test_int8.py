@@ -8,6 +8,7 @@ import shutil
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from selfsup.compress.int8 import INT8_FILE, load_int8, quantize_int8, save_int8
@@ -24,9 +25,9 @@ def test_quantised_linear_layers_round_trip(mode, tiny_export, tmp_path):
 
     shutil.copy(tiny_export / "config.json", tmp_path / "config.json")
     path = save_int8(quantized, tmp_path)
-    torch.save(model.state_dict(), tmp_path / "float.pt")
+    save_file(model.state_dict(), tmp_path / "float.safetensors")
     linear_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, nn.Linear))
-    saved_less = (tmp_path / "float.pt").stat().st_size - path.stat().st_size
+    saved_less = (tmp_path / "float.safetensors").stat().st_size - path.stat().st_size
     assert saved_less > 0.7 * linear_bytes  # int8 linear weights: 3/4 of their float32 bytes saved
 
     reloaded = load_int8(tmp_path)
@@ -42,4 +43,4 @@ def test_quantised_linear_layers_round_trip(mode, tiny_export, tmp_path):
 def test_unknown_mode():
     with pytest.raises(ValueError, match="int8_mode must be"):
         quantize_int8(nn.Linear(2, 2), "int4")
-    assert INT8_FILE.endswith(".pt")
+    assert INT8_FILE.endswith(".safetensors")

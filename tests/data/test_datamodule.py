@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +139,40 @@ def test_seed_sets_the_training_order(tmp_path):
 
     assert torch.equal(first_labels(0), first_labels(0))
     assert not torch.equal(first_labels(0), first_labels(1))
+
+
+def test_classes_keeps_those_class_folders_in_both_splits_relabelled_in_order(tmp_path):
+    """``classes`` (e.g. two disjoint halves of CIFAR-10 for continual pretraining): only those
+    class folders, in both splits, labelled 0..n-1 in the order given; subsets sample from them;
+    unknown names are a clear error; the digits (array) source takes it too."""
+    root = write_image_folder(tmp_path, classes=("a", "b", "c", "d"), per_class=3, size=12)
+    dm = ImageDataModule("folder", str(root), image_size=8, batch_size=2, num_workers=0, classes=["d", "b"])
+    dm.setup()
+    assert dm.classes == ["d", "b"] and dm.num_classes == 2
+    for dataset in (dm.train_set, dm.val_set):
+        assert len(dataset) == 6
+        assert {(Path(path).parent.name, label) for path, label in dataset.samples} == {("d", 0), ("b", 1)}
+    for split in ("train", "val"):
+        labels = torch.cat([b[1] for b in dm.eval_dataloader(split)])
+        assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    check_batch(next(iter(dm.train_dataloader())), 2, 8)
+    # the whole folder is untouched by another module without `classes`
+    every = ImageDataModule("folder", str(root), image_size=8, batch_size=2, num_workers=0)
+    every.setup()
+    assert every.classes == ["a", "b", "c", "d"] and len(every.train_set) == 12
+    # train_subset samples among the kept images only
+    sub = ImageDataModule("folder", str(root), image_size=8, num_workers=0, classes=["a"], train_subset=2)
+    sub.setup()
+    assert len(sub.train_set) == 2
+    assert all(sub.train_set.dataset.samples[i][1] == 0 for i in sub.train_set.indices)
+    unknown = r"classes \['x'\] are not classes of the folder data; it has \['a', 'b', 'c', 'd'\]"
+    with pytest.raises(ValueError, match=unknown):
+        ImageDataModule("folder", str(root), num_workers=0, classes=["a", "x"]).setup()
+    with pytest.raises(ValueError, match="each once"):
+        ImageDataModule("folder", str(root), classes=["a", "a"])
+    with pytest.raises(ValueError, match="list of class names"):
+        ImageDataModule("folder", str(root), classes="a")
+    digits = ImageDataModule(image_size=8, num_workers=0, classes=["7", "3"])
+    digits.setup()
+    assert digits.classes == ["7", "3"] and set(digits.train_set.targets) == {0, 1}
+    assert len(digits.train_set) + len(digits.val_set) == 179 + 183  # every 7 and 3 of the 1,797 digits

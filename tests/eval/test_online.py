@@ -50,8 +50,13 @@ class _Trainer:  # what the probe reads of a trainer when called directly
 
 
 def _call(probe, module, features, labels):
-    probe.on_train_batch_end(_Trainer(), module, {"features": features} if features is not None else None,
-                             ([module.normalize(torch.zeros(4, 3, 16, 16, dtype=torch.uint8))], labels), 0)
+    probe.on_train_batch_end(
+        _Trainer(),
+        module,
+        {"features": features} if features is not None else None,
+        ([module.normalize(torch.zeros(4, 3, 16, 16, dtype=torch.uint8))], labels),
+        0,
+    )
 
 
 def test_no_gradient_reaches_the_encoder_even_from_attached_features(monkeypatch):
@@ -85,9 +90,13 @@ def test_probe_state_survives_a_save_and_restore(tmp_path, monkeypatch):
         _call(probe, module, features, torch.tensor([0, 1, 2, 3]))
     torch.save(probe.state_dict(), tmp_path / "probe.pt")
     restored = OnlineLinearProbe(num_classes=10)
-    restored.load_state_dict(torch.load(tmp_path / "probe.pt", weights_only=True))  # before setup, as on resume
+    restored.load_state_dict(
+        torch.load(tmp_path / "probe.pt", weights_only=True)
+    )  # before setup, as on resume
     restored.setup(_Trainer(), module, "fit")
-    assert torch.equal(restored.head.weight, probe.head.weight) and torch.equal(restored.head.bias, probe.head.bias)
+    assert torch.equal(restored.head.weight, probe.head.weight) and torch.equal(
+        restored.head.bias, probe.head.bias
+    )
     saved, loaded = probe.optimizer.state_dict()["state"], restored.optimizer.state_dict()["state"]
     assert saved.keys() == loaded.keys() and all(
         torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"]) for k in saved

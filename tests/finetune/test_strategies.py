@@ -125,9 +125,17 @@ def test_layer_wise_decay_numbers():
     for name in ("patch_embed.proj.weight", "cls_token", "pos_embed"):
         assert scale[id(named[name])] == pytest.approx(decay**depth)
     assert scale[id(named["norm.weight"])] == 1.0
-    decayed = {id(p) for g in module.strategy.param_groups(module.encoder, 0.05) if g["weight_decay"] > 0 for p in g["params"]}
+    decayed = {
+        id(p)
+        for g in module.strategy.param_groups(module.encoder, 0.05)
+        if g["weight_decay"] > 0
+        for p in g["params"]
+    }
     assert id(named["cls_token"]) not in decayed and id(named["pos_embed"]) not in decayed
-    assert id(named["blocks.0.attn.qkv.weight"]) in decayed and id(named["blocks.0.attn.qkv.bias"]) not in decayed
+    assert (
+        id(named["blocks.0.attn.qkv.weight"]) in decayed
+        and id(named["blocks.0.attn.qkv.bias"]) not in decayed
+    )
     # and in the optimiser a fit builds: group lr = base lr x scale (x global batch / 256)
     data = ImageDataModule(image_size=16, batch_size=64, num_workers=0, train_subset=64, val_subset=16)
     trainer = L.Trainer(

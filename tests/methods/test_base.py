@@ -87,8 +87,12 @@ def test_continual_pretraining_loads_the_encoder_only_and_refuses_another_archit
     optimizer = fresh.optimizers[0]
     steps = {int(s["step"]) for s in optimizer.state_dict()["state"].values()}
     assert steps == {1} and fresh.global_step == 1  # a fresh optimiser, counting from 0
-    with pytest.raises(CheckpointError, match=r"init_from .*depth.*1.*this run builds .*depth.*2.*set model.init_args"):
-        SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 2}, init_from=str(out))
+    with pytest.raises(
+        CheckpointError, match=r"init_from .*depth.*1.*this run builds .*depth.*2.*set model.init_args"
+    ):
+        SimCLR(
+            "vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 2}, init_from=str(out)
+        )
     with pytest.raises(ValueError, match="continual_weight"):
         SimCLR("vit_tiny_patch16_224", **TINY, continual_weight=1.0)
 
@@ -99,7 +103,9 @@ def test_continual_distillation_term_trains_the_predictor_and_never_the_frozen_s
     source = SimCLR("vit_tiny_patch16_224", **TINY, projection_hidden_dim=16, projection_dim=8)
     from selfsup.export import write_export
 
-    out = write_export(tmp_path / "export", source.encoder, "t", source.mean, source.std, {"method": "simclr"})
+    out = write_export(
+        tmp_path / "export", source.encoder, "t", source.mean, source.std, {"method": "simclr"}
+    )
     model = SimCLR("vit_tiny_patch16_224", **TINY, projection_hidden_dim=16, projection_dim=8,
                    init_from=str(out), continual_weight=1.0)  # fmt: skip
     model.log = lambda *args, **kwargs: None

@@ -21,7 +21,9 @@ class BYOL(PretrainModule):
     method = "byol_test"
     pooling = "token"
 
-    def __init__(self, encoder: str = "vit_tiny_patch16_224", *, dim: int = 32, momentum: float = 0.99, **kwargs: Any):
+    def __init__(
+        self, encoder: str = "vit_tiny_patch16_224", *, dim: int = 32, momentum: float = 0.99, **kwargs: Any
+    ):
         super().__init__(encoder, **kwargs)
         self.save_init_args(locals())
         width = self.encoder.num_features
@@ -46,6 +48,8 @@ class BYOL(PretrainModule):
         loss = self.guard(2 - 2 * F.cosine_similarity(online, target, dim=-1).mean(), [v1, v2])
         self.log_step(loss, len(v1))
         return loss
+
+
 # --- end of the method ----------------------------------------------------------------------------
 
 
@@ -68,7 +72,9 @@ def test_a_one_file_ema_method_trains_exports_its_teacher_and_is_probed(tmp_path
         enable_model_summary=False,
         plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(model, ImageDataModule(image_size=16, batch_size=32, num_workers=0, train_subset=128, val_subset=64))
+    trainer.fit(
+        model, ImageDataModule(image_size=16, batch_size=32, num_workers=0, train_subset=128, val_subset=64)
+    )
     checkpoint = tmp_path / "byol.ckpt"
     trainer.save_checkpoint(checkpoint)
     # the teacher moved (by EMA: it gets no gradients) and is what export writes

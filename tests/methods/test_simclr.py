@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from selfsup import ImageDataModule, SimCLR
+from selfsup.augment import SimCLRViewConfig
 from selfsup.encoders import create_encoder
+from selfsup.eval import KNNReport
 from selfsup.optim import OptimConfig
 
 
@@ -104,3 +106,45 @@ def test_fit_logs_scales_lr_and_writes_a_weights_only_checkpoint(tmp_path):
     assert restored.optim == model.optim
     for (n, a), (_, b) in zip(restored.state_dict().items(), model.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
+
+
+def pretrain_and_report(data: ImageDataModule, epochs: int, model: SimCLR) -> dict[str, float]:
+    L.seed_everything(0)
+    report = KNNReport(k=20, temperature=0.07)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[report],
+    )
+    trainer.fit(model, data)
+    return report.results
+
+
+def test_simclr_learns_on_embedded_digits():
+    """scikit-learn digits (always available), 1,437 training / 360 held-out images at 16 px, 2-block
+    ViT-Tiny with 4-px patches, 6 epochs (66 steps of 128).
+
+    Measured on 2 CPU cores (2026-11-23, one thread, init seeds 0 / 1 / 2; the test uses 0): random
+    init 46.7 / 52.2 / 49.7 %, pretrained 60.8 / 70.3 / 66.9 %: lifts of +14.1 / +18.1 / +17.2 points
+    (with 4 blocks, 2026-11-22: +28 / +23 / +19, at twice the cost). The required lift is +10 points.
+    """
+    L.seed_everything(0)
+    data = ImageDataModule("digits", image_size=16, batch_size=128, num_workers=0)
+    model = SimCLR(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=4,
+        encoder_kwargs={"depth": 2},
+        projection_hidden_dim=512,
+        temperature=0.2,
+        augment=SimCLRViewConfig(
+            crop_scale=(0.3, 1.0), hflip_prob=0.0, jitter_strength=0.5, grayscale_prob=0.0, blur_prob=0.0
+        ),
+        optim=OptimConfig(base_lr=1e-3, weight_decay=0.05, warmup_epochs=1),
+    )
+    results = pretrain_and_report(data, 6, model)
+    assert results["top1_trained"] >= results["top1_init"] + 0.10, results

@@ -25,6 +25,11 @@ class Task(nn.Module):
 
     name: ClassVar[str] = ""
     strategies: ClassVar[tuple[str, ...] | None] = None
+    #: the training forward needs the targets (torchvision's detectors compute their loss inside)
+    needs_targets: ClassVar[bool] = False
+    #: the targets stay on the host through the device transfer; ``train_batch`` / ``eval_batch``
+    #: send them (detection: the boxes are augmented on the host, so reading their counts is free)
+    host_targets: ClassVar[bool] = False
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -44,18 +49,25 @@ class Task(nn.Module):
         """uint8 images and their targets → the augmented, normalised training inputs and targets."""
         raise NotImplementedError
 
-    def eval_batch(self, images: torch.Tensor, targets: Any, normalize: nn.Module) -> tuple[torch.Tensor, Any]:
+    def eval_batch(
+        self, images: torch.Tensor, targets: Any, normalize: nn.Module
+    ) -> tuple[torch.Tensor, Any]:
         return normalize(images), targets
 
     def forward(self, features: torch.Tensor, images: torch.Tensor) -> Any:
         """The head on the backbone's features (``pooled`` or ``dense`` as :attr:`features` says)."""
         raise NotImplementedError
 
-    #: which backbone output the head reads: ``pooled`` ([B, D]) or ``dense`` ([B, D, h, w])
+    #: which backbone output the head reads: ``pooled`` ([B, D]), ``dense`` ([B, D, h, w]), or
+    #: ``images`` (the head runs the backbone itself: detection's feature pyramid)
     features: ClassVar[str] = "pooled"
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def train_logs(self, outputs: Any) -> dict[str, torch.Tensor]:
+        """Further values to log at each training step (device tensors: no sync), e.g. loss terms."""
+        return {}
 
     # --- validation --------------------------------------------------------------------------------
 
@@ -63,8 +75,8 @@ class Task(nn.Module):
         """Accumulate validation metrics; returns the values to log (tensors or torchmetrics)."""
         raise NotImplementedError
 
-    def epoch_end(self) -> None:
-        """After a validation epoch."""
+    def epoch_end(self) -> dict[str, torch.Tensor] | None:
+        """After a validation epoch; may return values to log (metrics computed once per epoch)."""
 
     def save_pictures(self, folder: Path, classes: Sequence[str], title: str) -> list[Path]:
         """Pictures of the last validation epoch, under ``folder``."""

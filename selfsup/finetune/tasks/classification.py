@@ -51,7 +51,12 @@ class Classification(Task):
         self.augment = CropFlipAugment(image_size, mean, std, augment or CropFlipConfig())
         self.label_smoothing = label_smoothing
         self.mixup = (
-            Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_classes)
+            Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
             if (mixup > 0 or cutmix > 0)
             else None
         )
@@ -64,7 +69,9 @@ class Classification(Task):
         images = self.augment(images)
         if self.mixup is not None:
             if len(images) % 2:
-                raise ValueError("mixup / cutmix need an even batch size: set data.batch_size to an even number.")
+                raise ValueError(
+                    "mixup / cutmix need an even batch size: set data.batch_size to an even number."
+                )
             images, targets = self.mixup(images, targets)  # soft targets [B, C]
         return images, targets
 
