@@ -115,6 +115,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_cli_under_torchrun_with_two_processes(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     command = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
@@ -175,6 +176,7 @@ def stream_worker(rank: int, port: int, root: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_streaming_shards_every_sample_exactly_once_over_two_ranks(tmp_path):
     from selfsup.cli import run
 

@@ -184,6 +184,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path):
     assert torch.load(target, weights_only=True) == {"step": 3}
 
 
+@pytest.mark.slow
 def test_one_failing_process_ends_the_whole_ddp_job_quickly(tmp_path):
     start = time.monotonic()
     result = subprocess.run(

@@ -5,6 +5,7 @@ digits without collapse, and the CLI. The loss and the head have their own tests
 import json
 
 import lightning as L
+import pytest
 import torch
 
 from selfsup import DINO, ImageDataModule
@@ -87,6 +88,7 @@ def _dino_for_ddp():
                 optim=OptimConfig(name="sgd", base_lr=0.5, weight_decay=0.0, warmup_epochs=0))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_process_holding_the_global_batch(tmp_path):
     """3 steps of 2 x 16 images under DDP against 3 steps of 32 in one process (identity views, SGD):
     the same student, teacher and centre. The centre is all-reduced across processes and each rank
@@ -125,7 +127,7 @@ def digits_run(seed: int) -> tuple[dict, float]:
             entropies.append(float(trainer.callback_metrics["train/teacher_entropy"]))
 
     report = KNNReport(k=20)
-    trainer(epochs=6, callbacks=[report, Entropy()]).fit(
+    trainer(epochs=4, callbacks=[report, Entropy()]).fit(
         model, ImageDataModule("digits", image_size=16, batch_size=128, num_workers=0)
     )
     final_entropy = sum(entropies[-5:]) / 5
@@ -134,20 +136,20 @@ def digits_run(seed: int) -> tuple[dict, float]:
 
 def test_learns_on_the_digits_without_collapse():
     """Digits (1,437 / 360 at 16 px), 2-block ViT-Tiny, 2 global + 2 local crops of 8 px, 256
-    prototypes, teacher momentum 0.9 (a short run needs a fast teacher), 6 epochs of 128 (66 steps).
-    Measured (2026-11-23, 2 CPU cores, seeds 0 / 1 / 2): kNN top-1 of the teacher 46.7 / 52.2 / 49.7 %
-    at initialisation, 63.1 / 60.8 / 63.3 % trained (lifts of +16.4 / +8.6 / +13.6 points). The
-    teacher's output entropy rises from about 3.1 in the first epoch to 5.53 in all three (log 256 =
-    5.545 is the uniform collapse, 0 the collapse to one prototype): 66 steps are DINO's early,
-    nearly uniform phase, which centring produces before sharpening takes over in long runs.
-    Required: a lift of 5 points; an entropy above 1 and below 5.54, where an exactly uniform teacher
-    (5.5452) fails."""
+    prototypes, teacher momentum 0.9 (a short run needs a fast teacher), 4 epochs of 128 (44 steps).
+    Measured (2026-11-23, 2 CPU cores, one thread, seeds 0 / 1 / 2): kNN top-1 of the teacher 46.7 /
+    52.2 / 49.7 % at initialisation, 60.8 / 58.1 / 60.3 % trained (lifts of +14.1 / +5.9 / +10.6
+    points; with 6 epochs +16.4 / +8.6 / +13.6). The teacher's output entropy rises from about 3.1 in
+    the first epoch to 5.49 / 5.50 / 5.49 (log 256 = 5.545 is the uniform collapse, 0 the collapse to
+    one prototype): so few steps are DINO's early, nearly uniform phase, which centring produces before
+    sharpening takes over in long runs. Required: a lift of 3 points; an entropy above 1 and below
+    5.54, where an exactly uniform teacher (5.5452) fails."""
     results, final_entropy = digits_run(0)
     assert results["top1_trained"] >= results["top1_init"] + LIFT, results
     assert ENTROPY_RANGE[0] <= final_entropy <= ENTROPY_RANGE[1], final_entropy
 
 
-LIFT = 0.05
+LIFT = 0.03
 ENTROPY_RANGE = (1.0, 5.54)
 
 
