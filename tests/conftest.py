@@ -79,13 +79,27 @@ def tiny_runs(tmp_path_factory):
     return runs
 
 
-# the longest modules first: pytest-xdist (--dist loadfile) hands modules to its workers in this order,
-# so a long module started last would leave the other worker idle while it runs
+# the longest modules first, longest to shortest (module wall times of a 2026-11-23 run): pytest-xdist
+# (--dist loadfile) hands whole modules to its workers in this order, as each worker frees up, so the
+# short modules fill in at the end instead of one long module running while the other worker idles
 LONGEST_FIRST = (
-    "tests/test_learning.py",
-    "tests/test_ddp.py",
-    "tests/methods/test_dino.py",
-    "tests/methods/test_simclr.py",
+    "tests/test_learning.py",  # ~90 s: the CIFAR-10 learning check
+    "tests/test_resume.py",  # ~70 s: 4 runs of the CLI in subprocesses
+    "tests/methods/test_dino.py",  # ~65 s
+    "tests/test_ddp.py",  # ~40 s
+    "tests/methods/test_simclr.py",  # ~37 s
+    "tests/test_fsdp.py",  # ~31 s
+    "tests/methods/test_mocov3.py",  # ~28 s
+    "tests/finetune/test_finetune.py",  # ~28 s
+    "tests/test_configs.py",
+    "tests/compress/test_api.py",
+    "tests/test_export.py",
+    "tests/test_cli.py",
+    "tests/test_notebooks.py",
+    "tests/test_contract.py",
+    "tests/methods/test_mae.py",
+    "tests/finetune/test_detection_task.py",
+    "tests/methods/test_plugin_method.py",
 )
 
 

@@ -47,3 +47,12 @@ def test_cifar_config_runs_one_step_on_a_folder(tmp_path, monkeypatch):
     assert cli.trainer.global_step == 1
     assert cli.model.image_size == 32 and cli.model.encoder.patch_embed.patch_size == (4, 4)
     assert cli.model.augment_config.jitter_strength == 0.5  # the paper's CIFAR value, from the YAML
+
+
+def test_quickstart_config_runs_as_written(tmp_path, monkeypatch):
+    """The README's first command, unchanged but for fast_dev_run (one step, then the kNN table;
+    the console-script run of the same config is tests/test_cli.py)."""
+    monkeypatch.chdir(tmp_path)
+    cli = run(["fit", "-c", str(REPO / "configs" / "quickstart.yaml"), "--trainer.fast_dev_run=true"])
+    assert cli.trainer.global_step == 1
+    assert cli.model.encoder.patch_embed.patch_size == (4, 4) and len(cli.model.encoder.blocks) == 4

@@ -53,7 +53,7 @@ def train(module, devices, batch_size, steps, tmp_path):
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp_fork" if devices > 1 else "auto",  # fork: the ranks start without re-importing
         max_steps=steps,
         logger=False,
         enable_checkpointing=False,

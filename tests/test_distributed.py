@@ -55,7 +55,7 @@ def worker(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    mp.start_processes(worker, args=(free_port(), str(out)), nprocs=WORLD, start_method="spawn", join=True)
+    mp.start_processes(worker, args=(free_port(), str(out)), nprocs=WORLD, start_method="fork", join=True)
     return [torch.load(out / f"{r}.pt", weights_only=True) for r in range(WORLD)]
 
 

@@ -37,45 +37,64 @@ SCRIPT = textwrap.dedent("""
             _setup_activation_checkpointing(model, self._activation_checkpointing_kwargs)
             return model
 
-    out, steps, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None
+    out = sys.argv[1]
 
     def mae():
         L.seed_everything(0)
         return MAE("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 2},
                    decoder_dim=32, decoder_depth=1, decoder_heads=2)
 
-    model = mae()
-    trainer = L.Trainer(accelerator="cpu", devices=2, max_steps=steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=out,
-        strategy=CPUFSDP(sharding_strategy="FULL_SHARD", auto_wrap_policy={Block}, state_dict_type="full"),
-        plugins=[AtomicCheckpointIO()], callbacks=[ReconstructionGrid(every_n_epochs=1, num_images=2)])
-    data = ImageDataModule(image_size=16, batch_size=8, num_workers=0, train_subset=32, val_subset=8)
-    trainer.fit(model, data, ckpt_path=resume)
+    class StartStep(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.step = trainer.global_step
+
+    def fit(steps, resume=None):
+        # a fresh module and strategy each time; the second fit resumes in the same two processes
+        model, start = mae(), StartStep()
+        trainer = L.Trainer(accelerator="cpu", devices=2, max_steps=steps, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, default_root_dir=out,
+            strategy=CPUFSDP(sharding_strategy="FULL_SHARD", auto_wrap_policy={Block}, state_dict_type="full"),
+            plugins=[AtomicCheckpointIO()], callbacks=[ReconstructionGrid(every_n_epochs=1, num_images=2), start])
+        data = ImageDataModule(image_size=16, batch_size=8, num_workers=0, train_subset=32, val_subset=8)
+        trainer.fit(model, data, ckpt_path=resume)
+        trainer.start_step = start.step
+        return model, trainer
+
+    model, trainer = fit(4)
     optimizer = trainer.optimizers[0]
     names = {id(p): canonical_name(n) for n, p in model.named_parameters()}
     decayed = sorted(names[id(p)] for g in optimizer.param_groups if g["decay"] for p in g["params"])
     shapes = sorted({tuple(p.shape) for p in model.parameters()})
     trainer.save_checkpoint(f"{out}/fsdp.ckpt")
+    _, resumed = fit(6, resume=f"{out}/fsdp.ckpt")
     if trainer.is_global_zero:
         fresh = mae()
         expected = sorted(decayed_names(fresh, fresh.no_weight_decay_names()))
         json.dump({"decayed": decayed, "expected": expected, "shapes": [list(s) for s in shapes],
-                   "step": trainer.global_step}, open(f"{out}/result.json", "w"))
+                   "step": trainer.global_step, "resumed_from": resumed.start_step,
+                   "resumed_step": resumed.global_step}, open(f"{out}/result.json", "w"))
 """)
 
 
-def run(tmp_path, steps, resume=None):
+def run(tmp_path):
     script = tmp_path / "fsdp_run.py"
     script.write_text(SCRIPT)
-    args = [sys.executable, str(script), str(tmp_path), str(steps)] + ([str(resume)] if resume else [])
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((tmp_path / "result.json").read_text())
 
 
 def test_fsdp_trains_with_the_right_weight_decay_resumes_and_exports(tmp_path):
-    first = run(tmp_path, steps=4)
+    """4 steps, a checkpoint, then a fresh Trainer resumes from it to step 6, in the same 2 ranks."""
+    first = run(tmp_path)
     # FULL_SHARD made every parameter a flat 1-D shard, yet the decayed set is the unsharded model's
     assert all(len(shape) <= 1 for shape in first["shapes"])
     assert first["decayed"] == first["expected"] and len(first["expected"]) > 10
@@ -84,9 +103,7 @@ def test_fsdp_trains_with_the_right_weight_decay_resumes_and_exports(tmp_path):
     )
     checkpoint = torch.load(tmp_path / "fsdp.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4 and checkpoint["selfsup"]["backbone_prefix"] == "encoder."
-    (tmp_path / "result.json").unlink()
-    resumed = run(tmp_path, steps=6, resume=tmp_path / "fsdp.ckpt")
-    assert resumed["step"] == 6
+    assert first["step"] == 4 and first["resumed_from"] == 4 and first["resumed_step"] == 6
     from selfsup.export import export
 
     out = export(tmp_path / "fsdp.ckpt", tmp_path / "export")

@@ -20,7 +20,7 @@ from tests.helpers import shared_data
 @pytest.fixture(scope="module")
 def cifar_run(tmp_path_factory):
     """SimCLR on CIFAR-10 (../shared/data/cifar10): 4,000 training images, 4 epochs (60 steps of
-    256), a 4-block ViT-Tiny at 32 px with 8-px patches, AdamW at base lr 2e-3. Saves the encoder at
+    256), a 2-block ViT-Tiny at 32 px with 8-px patches, AdamW at base lr 2e-3. Saves the encoder at
     initialisation and after training; the KNNReport scores both on 2,000 held-out test images."""
     root = shared_data("cifar10")
     out = tmp_path_factory.mktemp("cifar_run")
@@ -32,7 +32,7 @@ def cifar_run(tmp_path_factory):
         "vit_tiny_patch16_224",
         img_size=32,
         patch_size=8,
-        encoder_kwargs={"depth": 4},
+        encoder_kwargs={"depth": 2},
         projection_hidden_dim=512,
         temperature=0.2,
         augment=SimCLRViewConfig(crop_scale=(0.2, 1.0), jitter_strength=0.5, blur_prob=0.0),
@@ -62,15 +62,16 @@ def cifar_run(tmp_path_factory):
 
 def test_simclr_learns_on_cifar10_subset(cifar_run):
     """CIFAR-10 (../shared/data/cifar10): 4,000 training images, 4 epochs (60 steps of 256), a
-    4-block ViT-Tiny at 32 px with 8-px patches, AdamW at base lr 2e-3; kNN (k=20) on 2,000 held-out
+    2-block ViT-Tiny at 32 px with 8-px patches, AdamW at base lr 2e-3; kNN (k=20) on 2,000 held-out
     test images with the 4,000 training images as the bank.
 
-    Measured on 2 CPU cores (2026-11-22). This exact fixture, seeds 0 / 1 / 2 (the test uses 0):
-    random init 26.6 / 28.0 / 28.3 %, pretrained 29.5 / 30.8 / 31.3 %, lifts of +2.9 / +2.9 / +3.0
-    points. The same set-up seeded once instead of twice, seeds 0 to 4: lifts of +3.9 / +3.4 / +2.1 /
-    +3.8 / +2.5 points. 80 to 110 s per run. The required lift, +1.5 points, is below the smallest
-    of the eight, so that other CPUs' numerics (in effect another seed) pass, while a run that does
-    not learn (lift about 0) or unlearns fails.
+    Measured on 2 CPU cores (2026-11-23, one thread, seeds 0 / 1 / 2; the test uses 0): random init
+    27.4 / 27.8 / 28.2 %, pretrained 29.7 / 31.5 / 31.0 %, lifts of +2.3 / +3.7 / +2.8 points, about
+    70 s of training per run. (With 4 blocks, 2026-11-22: lifts +2.9 / +2.9 / +3.0, and +3.9 / +3.4
+    / +2.1 / +3.8 / +2.5 seeded once instead of twice, at twice the cost; a width of 96 instead of 192
+    was faster again but gave +0.9 in one of six runs.) The required lift, +1.5 points, is below
+    the smallest of these, so that other CPUs' numerics (in effect another seed) pass, while a run
+    that does not learn (lift about 0) or unlearns fails.
     """
     results, _ = cifar_run
     assert results["top1_trained"] >= results["top1_init"] + 0.015, results
@@ -78,9 +79,9 @@ def test_simclr_learns_on_cifar10_subset(cifar_run):
 
 def test_linear_probe_of_the_pretrained_encoder_beats_random_init_on_cifar10(cifar_run, tmp_path):
     """``selfsup.eval.probe`` on the two checkpoints of the run above (features of the same 4,000 /
-    2,000 images, linear probe of 100 epochs). Measured (2026-11-22, 2 CPU cores), seeds 0 / 1 / 2:
-    linear top-1 32.1 / 32.2 / 33.6 % at initialisation, 34.6 / 34.9 / 35.7 % pretrained (lifts of
-    +2.6 / +2.8 / +2.1 points). Required: pretrained above random init by 1.0 point. The probe's
+    2,000 images, linear probe of 100 epochs). Measured (2026-11-23, 2 CPU cores), seeds 0 / 1 / 2:
+    linear top-1 31.2 / 31.9 / 33.3 % at initialisation, 36.6 / 35.9 / 36.8 % pretrained (lifts of
+    +5.4 / +4.1 / +3.5 points). Required: pretrained above random init by 2.0 points. The probe's
     kNN (k=20) must also reproduce the KNNReport of the run: two code paths, one number."""
     knn_report, run_dir = cifar_run
     init, trained = probe(
@@ -91,4 +92,4 @@ def test_linear_probe_of_the_pretrained_encoder_beats_random_init_on_cifar10(cif
     assert init.epoch == 0 and trained.epoch == 4
     assert abs(init.knn_top1[20] - knn_report["top1_init"]) < 1e-6
     assert abs(trained.knn_top1[20] - knn_report["top1_trained"]) < 1e-6
-    assert trained.linear_top1 >= init.linear_top1 + 0.010, (init, trained)
+    assert trained.linear_top1 >= init.linear_top1 + 0.020, (init, trained)

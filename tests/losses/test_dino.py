@@ -194,7 +194,7 @@ def _concat_crops(parts):
 
 def test_centre_across_processes_matches_one_process_with_the_whole_batch(tmp_path):
     mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn", join=True
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="fork", join=True
     )
     results = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(WORLD)]
 

@@ -101,7 +101,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 def test_two_processes_match_one_process_with_the_concatenated_batch(tmp_path):
     mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="spawn", join=True
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, start_method="fork", join=True
     )
     results = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in range(WORLD)]
     parts = [inputs(100 + r) for r in range(WORLD)]

@@ -5,7 +5,6 @@ digits without collapse, and the CLI. The loss and the head have their own tests
 import json
 
 import lightning as L
-import pytest
 import torch
 
 from selfsup import DINO, ImageDataModule
@@ -22,7 +21,7 @@ def trainer(steps=None, epochs=None, devices=1, callbacks=(), tmp_path=None):
     return L.Trainer(
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy="ddp_fork" if devices > 1 else "auto",  # fork: the ranks start without re-importing
         max_steps=steps or -1,
         max_epochs=epochs,
         logger=False,
@@ -88,7 +87,6 @@ def _dino_for_ddp():
                 optim=OptimConfig(name="sgd", base_lr=0.5, weight_decay=0.0, warmup_epochs=0))  # fmt: skip
 
 
-@pytest.mark.slow
 def test_two_processes_train_like_one_process_holding_the_global_batch(tmp_path):
     """3 steps of 2 x 16 images under DDP against 3 steps of 32 in one process (identity views, SGD):
     the same student, teacher and centre. The centre is all-reduced across processes and each rank

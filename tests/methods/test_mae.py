@@ -46,14 +46,16 @@ def smooth_images(n: int, size: int = 32) -> torch.Tensor:
 
 
 def test_overfits_one_fixed_batch():
-    """8 fixed smooth images, random masks every step, AdamW lr 1e-3, 250 steps (about 15 s).
+    """8 fixed smooth images, random masks every step, AdamW lr 1e-3, 250 steps, a one-block decoder
+    (the 4-block default takes twice as long and is not what is tested here).
 
     The reference is the trivial prediction (all zeros = every patch's own mean under
-    norm_pix_loss), whose loss is about 0.94. Measured (2026-11-22, 2 CPU cores): 0.76 after 50 steps,
-    0.37 after 200, 0.29 after 250 (0.31 of the trivial loss). The bound: at most half the trivial loss.
+    norm_pix_loss), whose loss is about 0.94. Measured (2026-11-23, one thread, seeds 0 / 1 / 2): the
+    mean of the last 10 losses is 0.24 / 0.29 / 0.29 of the trivial loss (4-block decoder: 0.19 /
+    0.15 / 0.26; 150 steps: 0.41 / 0.52 / 0.59). The bound: at most half the trivial loss.
     """
     L.seed_everything(0)
-    model = tiny()
+    model = tiny(decoder_depth=1)
     x = model.normalize(smooth_images(8))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
     losses = []
