@@ -192,11 +192,20 @@ def global_batch_size(trainer) -> int:
     return int(batch) * trainer.world_size * trainer.accumulate_grad_batches
 
 
-def steps_per_epoch(trainer, total_steps: int) -> float:
-    """Optimiser steps per epoch (for epoch-denominated schedules)."""
-    if math.isfinite(trainer.num_training_batches):
-        return max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
-    return max(1, total_steps / max(1, trainer.max_epochs or 1))  # an iterable without length
+def steps_per_epoch(trainer, total_steps: int) -> float | None:
+    """Optimiser steps per epoch (for epoch-denominated schedules), or None where the training data
+    has no length and the run is set by ``max_steps`` alone."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches) and trainer.train_dataloader is None:
+        # a run set by max_steps: Lightning's estimate returns max_steps without loading the data,
+        # so the epoch's length is not known yet (it used to be taken as the whole run)
+        trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+    if math.isfinite(batches):
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:  # an iterable without length
+        return max(1, total_steps / trainer.max_epochs)
+    return None
 
 
 def optimizer_and_schedule(trainer, config: OptimConfig, groups: list[dict], device=None) -> dict:
@@ -205,6 +214,14 @@ def optimizer_and_schedule(trainer, config: OptimConfig, groups: list[dict], dev
     schedule."""
     total_steps = int(trainer.estimated_stepping_batches)  # also sets up the training data
     per_epoch = steps_per_epoch(trainer, total_steps)
+    if per_epoch is None:
+        if config.warmup_epochs > 0:
+            raise ValueError(
+                f"optim.warmup_epochs={config.warmup_epochs:g} is in epochs, but the training data has no length "
+                "and the run is set by trainer.max_steps alone, so an epoch's number of steps is unknown: set "
+                "trainer.max_epochs as well, or optim.warmup_epochs: 0."
+            )
+        per_epoch = 1
     lr = config.scaled_lr(global_batch_size(trainer))
     for group in groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -46,3 +46,54 @@ def test_optimizer_choice_and_validation():
         OptimConfig(name="adam")
     with pytest.raises(ValueError, match="base_lr"):
         OptimConfig(base_lr=0)
+
+
+@pytest.mark.parametrize("limits", [{"max_epochs": 3}, {"max_steps": 6}, {"max_steps": 6, "max_epochs": 5}])
+def test_warmup_epochs_are_whole_epochs_of_steps_however_the_run_is_bounded(limits):
+    """4 batches per epoch, warmup_epochs=1.5: 6 warm-up steps whether the trainer counts epochs or
+    steps. (A run bounded by max_steps alone used to take an epoch to be the whole run: 1.5 x 6 = 9
+    warm-up steps, the peak learning rate never reached.)"""
+    import lightning as L
+
+    from selfsup import ImageDataModule, SimCLR
+
+    model = SimCLR(
+        "vit_tiny_patch16_224",
+        img_size=16,
+        patch_size=8,
+        encoder_kwargs={"depth": 1},
+        optim=OptimConfig(warmup_epochs=1.5),
+    )
+    data = ImageDataModule(image_size=16, batch_size=64, num_workers=0, train_subset=256)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, max_steps=limits.get("max_steps", -1),
+                        max_epochs=limits.get("max_epochs"))  # fmt: skip
+    trainer.fit(model, data)
+    schedule = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert schedule.warmup_steps == 6
+    assert schedule.total_steps == (12 if limits == {"max_epochs": 3} else 6)
+
+
+def test_epoch_warmup_without_an_epoch_length_is_refused_with_the_fix():
+    """Data without a length and a run set by max_steps alone: an epoch has no number of steps."""
+    import lightning as L
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from selfsup import SimCLR
+
+    class Endless(IterableDataset):
+        def __iter__(self):
+            while True:
+                yield torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8), 0
+
+    def fit(warmup_epochs):
+        model = SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=8, encoder_kwargs={"depth": 1},
+                       optim=OptimConfig(warmup_epochs=warmup_epochs))  # fmt: skip
+        trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer.fit(model, DataLoader(Endless(), batch_size=8))
+        return trainer
+
+    with pytest.raises(ValueError, match="set trainer.max_epochs as well, or optim.warmup_epochs: 0"):
+        fit(1.0)
+    assert fit(0.0).global_step == 2
