@@ -57,21 +57,20 @@ SCRIPT = textwrap.dedent("""
             plugins=[AtomicCheckpointIO()], callbacks=[ReconstructionGrid(every_n_epochs=1, num_images=2), start])
         data = ImageDataModule(image_size=16, batch_size=8, num_workers=0, train_subset=32, val_subset=8)
         trainer.fit(model, data, ckpt_path=resume)
-        trainer.start_step = start.step
-        return model, trainer
+        return model, trainer, start.step
 
-    model, trainer = fit(4)
+    model, trainer, _ = fit(4)
     optimizer = trainer.optimizers[0]
     names = {id(p): canonical_name(n) for n, p in model.named_parameters()}
     decayed = sorted(names[id(p)] for g in optimizer.param_groups if g["decay"] for p in g["params"])
     shapes = sorted({tuple(p.shape) for p in model.parameters()})
     trainer.save_checkpoint(f"{out}/fsdp.ckpt")
-    _, resumed = fit(6, resume=f"{out}/fsdp.ckpt")
+    _, resumed, resumed_from = fit(6, resume=f"{out}/fsdp.ckpt")
     if trainer.is_global_zero:
         fresh = mae()
         expected = sorted(decayed_names(fresh, fresh.no_weight_decay_names()))
         json.dump({"decayed": decayed, "expected": expected, "shapes": [list(s) for s in shapes],
-                   "step": trainer.global_step, "resumed_from": resumed.start_step,
+                   "step": trainer.global_step, "resumed_from": resumed_from,
                    "resumed_step": resumed.global_step}, open(f"{out}/result.json", "w"))
 """)
 
