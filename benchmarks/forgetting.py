@@ -18,7 +18,9 @@ A taught is lost on A's classes after B.
 
     python benchmarks/forgetting.py --root ../shared/data/cifar10 --steps 50
 
-Prints a Markdown table (and ``--json`` writes the numbers).
+Prints a Markdown table (and ``--json`` writes the numbers). With ``--eval-every N`` the kNN of both
+tasks is also taken every N steps of every run, and ``forgetting.png`` in ``--out`` plots it: the
+curve of A's classes through training on A and then on B, with and without the term.
 """
 
 from __future__ import annotations
@@ -71,8 +73,26 @@ def model(args, **continual) -> SimCLR:
     )
 
 
-def fit(args, module: SimCLR, task: str, out: Path | None = None) -> tuple[float, int]:
+class Curve(L.Callback):
+    """kNN of both tasks every ``every`` optimiser steps; the time it takes is left out of the run's
+    training time (``eval_seconds``)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.points: list[tuple[int, dict[str, float]]] = []
+        self.eval_seconds = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 and step < trainer.max_steps:
+            start = time.perf_counter()
+            self.points.append((step, knn(pl_module)))
+            self.eval_seconds += time.perf_counter() - start
+
+
+def fit(args, module: SimCLR, task: str, out: Path | None = None) -> tuple[float, int, list]:
     L.seed_everything(args.seed)
+    curve = Curve(args.eval_every) if args.eval_every else None
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=args.steps,
@@ -80,13 +100,14 @@ def fit(args, module: SimCLR, task: str, out: Path | None = None) -> tuple[float
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[curve] if curve else None,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodules[task])
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - (curve.eval_seconds if curve else 0.0)
     if out is not None:
         trainer.save_checkpoint(out)
-    return seconds, trainer.global_step
+    return seconds, trainer.global_step, curve.points if curve else []
 
 
 def knn(module: SimCLR, encoder=None) -> dict[str, float]:
@@ -94,6 +115,37 @@ def knn(module: SimCLR, encoder=None) -> dict[str, float]:
         task: encoder_knn_top1(module, dm, k=20, temperature=0.07, pool="token", encoder=encoder)
         for task, dm in datamodules.items()
     }
+
+
+def plot(path: Path, init, after_a, curve_a, steps_a, runs) -> None:
+    """kNN on each task's classes against optimiser steps: training on A, then on B from A's encoder,
+    one line per ``continual_weight``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, task in zip(axes, ("A", "B"), strict=True):
+        points = [(0, init), *curve_a, (steps_a, after_a)]
+        ax.plot(
+            [s for s, _ in points], [100 * p[task] for _, p in points], "k-o", ms=3, label="training on A"
+        )
+        for (weight, (scores, _, steps, curve)), colour in zip(
+            runs.items(), ("tab:red", "tab:blue", "tab:green"), strict=False
+        ):
+            points = [(0, after_a), *curve, (steps, scores)]
+            ax.plot([steps_a + s for s, _ in points], [100 * p[task] for _, p in points], "-o", ms=3,
+                    color=colour, label=f"then on B, continual_weight={weight:g}")  # fmt: skip
+        ax.axvline(steps_a, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"kNN top-1 on task {task}'s classes ({', '.join(TASKS[task])})", fontsize=9)
+        ax.set_xlabel("optimiser steps (A, then B)")
+        ax.set_ylabel("kNN top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def class_counts(dm: ImageDataModule, split: str) -> list[int]:
@@ -120,7 +172,15 @@ def main() -> None:
     parser.add_argument("--continual-weight", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/forgetting", help="folder for the task-A checkpoint")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="also take both tasks' kNN every N steps and plot it (0: off)",
+    )
+    parser.add_argument(
+        "--out", default="runs/forgetting", help="folder for the task-A checkpoint and the plot"
+    )
     parser.add_argument("--json", default=None, help="write the numbers here")
     args = parser.parse_args()
 
@@ -137,7 +197,7 @@ def main() -> None:
     L.seed_everything(args.seed)
     on_a = model(args)
     init = knn(on_a)
-    seconds_a, steps_a = fit(args, on_a, "A", out / "task_a.ckpt")
+    seconds_a, steps_a, curve_a = fit(args, on_a, "A", out / "task_a.ckpt")
     after_a = knn(on_a)
     print(f"A: {steps_a} steps in {seconds_a:.0f} s; kNN {after_a}", flush=True)
 
@@ -145,8 +205,8 @@ def main() -> None:
     for weight in (0.0, args.continual_weight):
         L.seed_everything(args.seed)
         on_b = model(args, init_from=str(out / "task_a.ckpt"), continual_weight=weight)
-        seconds, steps = fit(args, on_b, "B")
-        runs[weight] = (knn(on_b), seconds, steps)
+        seconds, steps, curve = fit(args, on_b, "B")
+        runs[weight] = (knn(on_b), seconds, steps, curve)
         print(
             f"B (continual_weight={weight}): {steps} steps in {seconds:.0f} s; kNN {runs[weight][0]}",
             flush=True,
@@ -155,7 +215,10 @@ def main() -> None:
     rows = [
         ("random initialisation", init, 0.0, 0),
         (f"after A ({steps_a} steps)", after_a, seconds_a, steps_a),
-        *((f"after A, then B, continual_weight={w:g}", scores, s, n) for w, (scores, s, n) in runs.items()),
+        *(
+            (f"after A, then B, continual_weight={w:g}", scores, s, n)
+            for w, (scores, s, n, _) in runs.items()
+        ),
     ]
     print()
     print(f"SimCLR, ViT-Tiny {args.depth} blocks, 32 px, {args.patch_size}-px patches, batch {args.batch_size}, "
@@ -170,11 +233,21 @@ def main() -> None:
     print()
     print(f"forgetting on A (after A minus after B): {100 * (after_a['A'] - without['A']):+.1f} points without the "
           f"term, {100 * (after_a['A'] - with_['A']):+.1f} points with continual_weight={args.continual_weight:g}")  # fmt: skip
+    if args.eval_every:
+        for name, curve in [
+            ("A", curve_a),
+            *((f"B, continual_weight={w:g}", c) for w, (*_, c) in runs.items()),
+        ]:
+            print(f"curve, training on {name}: " + ", ".join(
+                f"step {s}: A {100 * p['A']:.1f} / B {100 * p['B']:.1f}" for s, p in curve))  # fmt: skip
+        plot(out / "forgetting.png", init, after_a, curve_a, steps_a, runs)
+        print(f"plot: {out / 'forgetting.png'}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "args": vars(args), "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "rows": [{"encoder": n, "knn_A": s["A"], "knn_B": s["B"], "seconds": t, "steps": k} for n, s, t, k in rows],
+            "curves": {"A": curve_a, **{f"B_continual_weight_{w:g}": c for w, (*_, c) in runs.items()}},
         }, indent=2))  # fmt: skip
 
 
