@@ -86,7 +86,7 @@ def simclr(args, encoder_kwargs, optim_config: OptimConfig | None = None) -> Sim
 
 def distill(args, teacher: str, optim_config: OptimConfig | None = None) -> Distill:
     return Distill("vit_tiny_patch16_224", img_size=32, patch_size=8, encoder_kwargs=STUDENT, teacher=teacher,
-                   loss="cosine", patch_weight=args.patch_weight, augment=VIEW,
+                   loss="cosine", center_momentum=args.center_momentum, patch_weight=args.patch_weight, augment=VIEW,
                    optim=optim_config or optim(args))  # fmt: skip
 
 
@@ -144,7 +144,16 @@ def main() -> None:
     parser.add_argument("--teacher-seconds", type=float, default=300)
     parser.add_argument("--teacher", default=None, help="an earlier run's teacher export: skip training one")
     parser.add_argument("--patch-weight", type=float, default=0.0, help="Distill's patch-token target weight")
+    parser.add_argument(
+        "--center-momentum",
+        type=float,
+        default=None,
+        help="Distill's centring of the pooled target (None: off)",
+    )
     parser.add_argument("--student-seconds", type=float, default=120)
+    parser.add_argument(
+        "--skip-simclr-student", action="store_true", help="only the distilled student (e.g. with --teacher)"
+    )
     parser.add_argument("--teacher-batch-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=256, help="both students")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW base lr per 256 images (every run)")
@@ -185,16 +194,24 @@ def main() -> None:
         ("student ViT-Tiny 4x192 at random init", scores(args, distill(args, teacher_dir)), 0.0, 0, 0)
     )
     print(rows[-1], flush=True)
-    kind = "class token" + (
-        f" + patch tokens (patch_weight {args.patch_weight:g})" if args.patch_weight else ""
+    kind = (
+        "class token"
+        + (f", centred (momentum {args.center_momentum:g})" if args.center_momentum is not None else "")
+        + (f" + patch tokens (patch_weight {args.patch_weight:g})" if args.patch_weight else "")
     )
     run(f"student, distilled from the teacher ({kind})", lambda o: distill(args, teacher_dir, o), args.batch_size,
         args.student_seconds)  # fmt: skip
-    run("student, SimCLR directly", lambda o: simclr(args, STUDENT, o), args.batch_size, args.student_seconds)
+    if not args.skip_simclr_student:
+        run(
+            "student, SimCLR directly",
+            lambda o: simclr(args, STUDENT, o),
+            args.batch_size,
+            args.student_seconds,
+        )
 
     print()
     print(f"CIFAR-10 at 32 px, 8-px patches; {args.train_images} training images (fixed random subset), "
-          f"{args.test_images} test images; training budgets: teacher {args.teacher_seconds:.0f} s, each student "
+          f"{args.test_images} test images; training budgets: teacher {'reused' if args.teacher else f'{args.teacher_seconds:.0f} s'}, each student "
           f"{args.student_seconds:.0f} s; total {time.perf_counter() - begin:.0f} s")  # fmt: skip
     print()
     print("| encoder | kNN top-1 (%) | linear probe top-1 (%) | train time (s) | steps x batch |")

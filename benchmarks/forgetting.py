@@ -59,7 +59,7 @@ def data(args, task: str) -> ImageDataModule:
     )
 
 
-def model(args, **continual) -> SimCLR:
+def model(args, lr: float | None = None, **continual) -> SimCLR:
     return SimCLR(
         "vit_tiny_patch16_224",
         img_size=32,
@@ -68,7 +68,7 @@ def model(args, **continual) -> SimCLR:
         projection_hidden_dim=512,
         temperature=0.2,
         augment=SimCLRViewConfig(crop_scale=(0.2, 1.0), jitter_strength=0.5, blur_prob=0.0),
-        optim=OptimConfig(base_lr=args.lr, weight_decay=0.05, warmup_epochs=1),
+        optim=OptimConfig(base_lr=lr or args.lr, weight_decay=0.05, warmup_epochs=1),
         **continual,
     )
 
@@ -90,12 +90,12 @@ class Curve(L.Callback):
             self.eval_seconds += time.perf_counter() - start
 
 
-def fit(args, module: SimCLR, task: str, out: Path | None = None) -> tuple[float, int, list]:
+def fit(args, module: SimCLR, task: str, steps: int, out: Path | None = None) -> tuple[float, int, list]:
     L.seed_everything(args.seed)
     curve = Curve(args.eval_every) if args.eval_every else None
     trainer = L.Trainer(
         accelerator="cpu",
-        max_steps=args.steps,
+        max_steps=steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -129,7 +129,11 @@ def plot(path: Path, init, after_a, curve_a, steps_a, runs) -> None:
     for ax, task in zip(axes, ("A", "B"), strict=True):
         points = [(0, init), *curve_a, (steps_a, after_a)]
         ax.plot(
-            [s for s, _ in points], [100 * p[task] for _, p in points], "k-o", ms=3, label="training on A"
+            [s for s, _ in points],
+            [100 * p[task] for _, p in points],
+            "k-o" if curve_a else "k--o",
+            ms=3,
+            label="training on A" if curve_a else "training on A (an earlier run: its two ends)",
         )
         for (weight, (scores, _, steps, curve)), colour in zip(
             runs.items(), ("tab:red", "tab:blue", "tab:green"), strict=False
@@ -161,6 +165,7 @@ def main() -> None:
         "--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10")
     )
     parser.add_argument("--steps", type=int, default=50, help="optimiser steps of each of the three runs")
+    parser.add_argument("--steps-b", type=int, default=None, help="steps of the runs on B (default: --steps)")
     parser.add_argument(
         "--per-class", type=int, default=500, help="training images per class (a fixed random subset)"
     )
@@ -169,6 +174,10 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--patch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW base lr per 256 images")
+    parser.add_argument("--lr-b", type=float, default=None, help="base lr of the runs on B (default: --lr)")
+    parser.add_argument(
+        "--task-a", default=None, help="an earlier run's task_a.ckpt (same settings): skip training on A"
+    )
     parser.add_argument("--continual-weight", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -197,15 +206,20 @@ def main() -> None:
     L.seed_everything(args.seed)
     on_a = model(args)
     init = knn(on_a)
-    seconds_a, steps_a, curve_a = fit(args, on_a, "A", out / "task_a.ckpt")
+    if args.task_a:  # an earlier run's encoder after A: only its scores are taken again
+        task_a, seconds_a, steps_a, curve_a = Path(args.task_a), 0.0, args.steps, []
+        on_a = model(args, init_from=str(task_a))
+    else:
+        task_a = out / "task_a.ckpt"
+        seconds_a, steps_a, curve_a = fit(args, on_a, "A", args.steps, task_a)
     after_a = knn(on_a)
     print(f"A: {steps_a} steps in {seconds_a:.0f} s; kNN {after_a}", flush=True)
 
     runs = {}
     for weight in (0.0, args.continual_weight):
         L.seed_everything(args.seed)
-        on_b = model(args, init_from=str(out / "task_a.ckpt"), continual_weight=weight)
-        seconds, steps, curve = fit(args, on_b, "B")
+        on_b = model(args, args.lr_b, init_from=str(task_a), continual_weight=weight)
+        seconds, steps, curve = fit(args, on_b, "B", args.steps_b or args.steps)
         runs[weight] = (knn(on_b), seconds, steps, curve)
         print(
             f"B (continual_weight={weight}): {steps} steps in {seconds:.0f} s; kNN {runs[weight][0]}",
@@ -222,7 +236,8 @@ def main() -> None:
     ]
     print()
     print(f"SimCLR, ViT-Tiny {args.depth} blocks, 32 px, {args.patch_size}-px patches, batch {args.batch_size}, "
-          f"{args.steps} steps per task; ~{args.per_class} training / ~{args.val_per_class} held-out images per "
+          f"{args.steps} steps on A{' (' + args.task_a + ')' if args.task_a else ''}, {args.steps_b or args.steps} on B; "
+          f"base lr {args.lr:g} on A, {args.lr_b or args.lr:g} on B; ~{args.per_class} training / ~{args.val_per_class} held-out images per "
           f"class; kNN top-1 (k=20) on each task's 5 classes; total {time.perf_counter() - begin:.0f} s")  # fmt: skip
     print()
     print("| encoder | kNN top-1, task A classes (%) | kNN top-1, task B classes (%) | train time (s) |")

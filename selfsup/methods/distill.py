@@ -53,6 +53,11 @@ class Distill(PretrainModule):
             for every method) or, for the pooled target alone, any timm model name (a CNN).
         teacher: a selfsup export folder or checkpoint, or ``local-dir:DIR`` (a timm folder).
         loss: ``cosine`` or ``mse`` on the pooled features.
+        center_momentum: centre the pooled target and the student's projection on a running mean of
+            the teacher's pooled features (``c <- m c + (1 - m) mean``, as DINO centres its teacher),
+            so the loss weighs what tells images apart rather than the direction that every
+            teacher feature shares; None (default): no centring. See
+            :class:`~selfsup.losses.FeatureDistillationLoss` and BENCHMARKS.md (distillation).
         patch_weight: weight of the patch-token target (MSE after projection and resizing to the
             teacher's grid); 0 turns it off. Needs ViTs on both sides.
         augment: the one view both networks see (SimCLR's augmentation by default: strong and
@@ -69,6 +74,7 @@ class Distill(PretrainModule):
         *,
         teacher: str,
         loss: Literal["cosine", "mse"] = "cosine",
+        center_momentum: float | None = None,
         patch_weight: float = 0.0,
         augment: SimCLRViewConfig = SimCLRViewConfig(),
         optim: OptimConfig = OptimConfig(base_lr=1e-3, weight_decay=0.05, warmup_epochs=5),
@@ -79,6 +85,11 @@ class Distill(PretrainModule):
         self.save_init_args(locals())
         if patch_weight < 0:
             raise ValueError(f"patch_weight must be >= 0, got {patch_weight}.")
+        if center_momentum is not None and loss == "mse":
+            raise ValueError(
+                "center_momentum changes only the cosine loss: the MSE is the same after subtracting one "
+                "vector from both sides. Use loss: cosine with center_momentum, or drop center_momentum."
+            )
         self.teacher_source = teacher
         self.teacher = load_teacher(teacher)
         cfg = self.teacher.pretrained_cfg
@@ -99,7 +110,7 @@ class Distill(PretrainModule):
             self.patch_projection = (
                 nn.Identity() if student_width == teacher_width else nn.Linear(student_width, teacher_width)
             )
-        self.criterion = FeatureDistillationLoss(loss)
+        self.criterion = FeatureDistillationLoss(loss, teacher_dim, center_momentum)
         self.patch_criterion = FeatureDistillationLoss("mse")
         self.augment_config = as_config(SimCLRViewConfig, augment)
         self.set_views([self.augment_config.to_view(self.image_size)])
@@ -148,6 +159,7 @@ class Distill(PretrainModule):
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         (view,), _ = batch
         target, target_patches = self.teacher_targets(view)
+        self.criterion.update_center(target)  # a no-op without center_momentum
         if target_patches is None:
             features = pooled_features(self.encoder, view, self.default_pool)
             loss = self.criterion(self.projection(features), target)

@@ -79,8 +79,24 @@ def test_the_teacher_is_frozen_in_eval_mode_and_not_in_the_optimiser(teacher_dir
     assert patches.shape == (2, 16, 192) and patches.grad_fn is None
 
 
-@pytest.mark.parametrize("loss,patch_weight", [("cosine", 0.0), ("mse", 0.0), ("cosine", 1.0)])
-def test_a_student_equal_to_its_teacher_starts_at_the_loss_minimum(tmp_path, loss, patch_weight):
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"patch_weight": -1.0}, "patch_weight must be >= 0"),
+        ({"loss": "mse", "center_momentum": 0.9}, "changes only the cosine"),
+        ({"center_momentum": 1.0}, r"center_momentum must lie in \[0, 1\)"),
+    ],
+)
+def test_bad_arguments_name_the_problem(teacher_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Distill(tiny_encoder(seed=0), teacher=teacher_dir, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "loss,patch_weight,center",
+    [("cosine", 0.0, None), ("mse", 0.0, None), ("cosine", 1.0, None), ("cosine", 0.0, 0.9)],
+)
+def test_a_student_equal_to_its_teacher_starts_at_the_loss_minimum(tmp_path, loss, patch_weight, center):
     """The teacher is the student's initial weights (exported): the training step's loss (the real
     pipeline: uint8 batch, augmentation, the teacher's re-normalisation, pooling, patch tokens) is 0
     up to float error; with another teacher of the same architecture it is clearly above."""
@@ -88,7 +104,13 @@ def test_a_student_equal_to_its_teacher_starts_at_the_loss_minimum(tmp_path, los
     losses = {}
     for name, teacher_seed in (("same", 0), ("other", 1)):
         teacher = export_encoder(tiny_encoder(seed=teacher_seed), tmp_path / name)
-        model = Distill(tiny_encoder(seed=0), teacher=teacher, loss=loss, patch_weight=patch_weight).train()
+        model = Distill(
+            tiny_encoder(seed=0),
+            teacher=teacher,
+            loss=loss,
+            patch_weight=patch_weight,
+            center_momentum=center,
+        ).train()
         model.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
         model.trainer.state.stage = "train"
         model.log = lambda *args, **kwargs: None
@@ -97,6 +119,8 @@ def test_a_student_equal_to_its_teacher_starts_at_the_loss_minimum(tmp_path, los
         losses[name] = float(model.training_step(batch, 0)["loss"])
     assert abs(losses["same"]) < 1e-5, losses
     assert losses["other"] > 0.1, losses
+    if center is not None:  # the step centred on the teacher's batch mean
+        assert model.criterion.center.abs().sum() > 0 and bool(model.criterion.center_ready)
 
 
 def test_checkpoints_leave_the_teacher_out_resume_load_and_export_the_student(tmp_path, teacher_dir):
