@@ -76,6 +76,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def mean_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The mean of ``rows`` ``[N, D]`` over the rows of every process, ``[D]``: the sum and the row
+    count travel in one all-reduce, so it is exact also where the processes hold different numbers
+    of rows (a last, shorter batch). No host sync."""
+    total = all_reduce_sum(torch.cat([rows.sum(dim=0), rows.new_full((1,), rows.shape[0])]))
+    return total[:-1] / total[-1]
+
+
 def gather_object(obj: object) -> list[object]:
     """Every process's ``obj``, in rank order (``[obj]`` without a process group)."""
     if not is_distributed():

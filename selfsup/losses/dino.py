@@ -109,12 +109,10 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
         """``c <- m c + (1 - m) mean(teacher_out)``, the mean over the rows of every process (one
-        all-reduce of ``[1, K]``; no host sync). Call it once per training step on every process,
+        all-reduce of ``[K + 1]``; no host sync). Call it once per training step on every process,
         after the loss, with the teacher outputs ``[2 * B, K]`` that the loss used."""
-        batch = self._check_teacher(teacher_out)
-        total = _upcast(teacher_out.detach()).sum(dim=0, keepdim=True)
-        distributed.all_reduce_sum(total)
-        mean = total / (2 * batch * distributed.world_size())
+        self._check_teacher(teacher_out)
+        mean = distributed.mean_rows(_upcast(teacher_out.detach()))[None]
         self.center.mul_(self.center_momentum).add_(mean, alpha=1.0 - self.center_momentum)
 
     # --- checks ------------------------------------------------------------------------------------

@@ -74,14 +74,11 @@ class FeatureDistillationLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher: torch.Tensor) -> None:
         """``c <- m c + (1 - m) mean(teacher)`` over the rows of every process (the first call sets
-        ``c`` to the mean); one all-reduce of ``[D + 1]``, no host sync."""
+        ``c`` to the mean); one all-reduce of ``[D + 1]`` (:func:`selfsup.distributed.mean_rows`), no
+        host sync."""
         if self.center_momentum is None:
             return
-        rows = teacher.detach().to(self.center.dtype).reshape(-1, teacher.shape[-1])
-        # the sum and the row count in one all-reduce: the mean over all rows, also where the
-        # processes hold batches of different sizes (a last, shorter batch)
-        total = distributed.all_reduce_sum(torch.cat([rows.sum(dim=0), rows.new_full((1,), rows.shape[0])]))
-        mean = total[:-1] / total[-1]
+        mean = distributed.mean_rows(teacher.detach().to(self.center.dtype).reshape(-1, teacher.shape[-1]))
         updated = self.center * self.center_momentum + mean * (1.0 - self.center_momentum)
         self.center.copy_(torch.where(self.center_ready, updated, mean))
         self.center_ready.fill_(True)
