@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from selfsup import distributed
 from selfsup._lightning import batches_done_in_epoch
+from selfsup.atomic import atomic_write_bytes
 from selfsup.contract import CheckpointError, load_checkpoint
 from selfsup.export import epochs_trained
 
@@ -40,32 +40,6 @@ __all__ = [
     "rng_state",
     "set_rng_state",
 ]
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is always either the old or the complete new file.
-    Temporary files left by a writer that was killed are removed by the next successful write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stale = list(path.parent.glob(f".{path.name}.*.tmp"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        for leftover in stale:
-            leftover.unlink(missing_ok=True)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OSError(
-                err.errno,
-                f"could not write checkpoint '{path}' ({err.strerror or err}); the previous file, if any, is "
-                "unchanged. Free disk space or choose another output folder.",
-            ) from err
-        raise
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -162,7 +136,7 @@ class ExactResume(Callback):
             else Path(trainer.default_root_dir)
         )
         path = folder / "last.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state: this is a resume point
         rank_zero_info(f"SIGTERM: saved a resumable checkpoint to {path}; resume with --ckpt_path last.")
 
     def on_train_start(self, trainer, pl_module) -> None:

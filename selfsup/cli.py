@@ -83,19 +83,12 @@ def _load(target: str) -> Callable[[Sequence[str]], object]:
 
 def lightning_main(args: Sequence[str] | None = None):
     """LightningCLI's subcommands; ``args=None`` reads ``sys.argv``."""
-    import warnings
-
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from selfsup._lightning import quiet
     from selfsup.lightning_cli import SelfSupCLI, cli_arguments
 
-    with warnings.catch_warnings():
-        # augmentation lives in the module's on_after_batch_transfer by design; SSL methods have no
-        # validation_step. Scoped to the run: selfsup sets no process-wide warning filters.
-        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
-        warnings.filterwarnings("ignore", message=".*`val_dataloader` but have no `validation_step`.*")
-        # `selfsup` hands LightningCLI the arguments it read itself (without --debug)
-        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    with quiet():
         try:
             return SelfSupCLI(**cli_arguments(args))
         except SIGTERMException:
@@ -155,9 +148,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         from jsonargparse import ArgumentError
 
         if isinstance(err, ArgumentError):  # the command line or config does not parse
+            from selfsup.arguments import UsageError
             from selfsup.lightning_cli import parser_error
 
-            print(f"selfsup: error: {parser_error(err)}", file=sys.stderr)
+            # a subcommand's parser (selfsup.arguments) has already written it as one line
+            message = str(err) if isinstance(err, UsageError) else parser_error(err)
+            print(f"selfsup: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         message = error_message(err)
         print(f"(run with {DEBUG_FLAG} or SELFSUP_DEBUG=1 for the traceback)", file=sys.stderr)

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile
+
+from selfsup.arguments import CommandParser, add_flag
 
 
 @dataclass
@@ -23,11 +25,9 @@ class DataOverrides:
     subset_seed: int | None = None
 
 
-def probe_command(argv: Sequence[str]):
-    from selfsup.eval.probe import probe
-
-    parser = ArgumentParser(
-        prog="selfsup probe",
+def probe_parser() -> CommandParser:
+    parser = CommandParser(
+        "probe",
         description=(
             "kNN (k=20, 200) and linear-probe accuracy of frozen encoders on a labelled data set. "
             "Features are extracted once and cached on disk."
@@ -45,7 +45,9 @@ def probe_command(argv: Sequence[str]):
     parser.add_argument("--k", type=list[int], default=[20, 200], help="kNN neighbours")
     parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature")
     parser.add_argument("--probe_epochs", type=int, default=100, help="linear-probe epochs")
-    parser.add_argument("--out", type=str | None, default=None, help="report folder (default: <run>/probe)")
+    parser.add_argument(
+        "--out", type=str | None, default=None, metavar="DIR", help="report folder (default: <run>/probe)"
+    )
     parser.add_argument(
         "--cache_dir",
         type=str | None,
@@ -59,7 +61,13 @@ def probe_command(argv: Sequence[str]):
         default=1,
         help="concatenate the features of the last N blocks (DINO's linear evaluation: 4)",
     )
-    args = parser.parse_args(list(argv))
+    return parser
+
+
+def probe_command(argv: Sequence[str]):
+    from selfsup.eval.probe import probe
+
+    args = probe_parser().parse_args(list(argv))
     data = asdict(DataOverrides(**args.data.as_dict())) if args.data else {}
     return probe(
         args.checkpoints,
@@ -75,13 +83,9 @@ def probe_command(argv: Sequence[str]):
     )
 
 
-def export_command(argv: Sequence[str]) -> Path:
-    import json
-
-    from selfsup.export import export
-
-    parser = ArgumentParser(
-        prog="selfsup export",
+def export_parser() -> CommandParser:
+    parser = CommandParser(
+        "export",
         description=(
             "Write a folder that plain timm loads with timm.create_model('local-dir:DIR', pretrained=True): "
             "config.json, model.safetensors (the encoder only) and selfsup.json (metadata)."
@@ -90,7 +94,7 @@ def export_command(argv: Sequence[str]) -> Path:
     parser.add_argument(
         "checkpoint", help="a selfsup checkpoint (.ckpt): pretraining (exports the backbone) or fine-tune"
     )
-    parser.add_argument("--out", required=True, help="the export folder to write")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the export folder to write")
     parser.add_argument(
         "--pool",
         type=Literal["token", "avg"] | None,
@@ -104,20 +108,23 @@ def export_command(argv: Sequence[str]) -> Path:
         help="a probe.json whose scores for this checkpoint go into the metadata "
         "(default: <run>/probe/probe.json when present)",
     )
-    parser.add_argument("--overwrite", type=bool, default=False)
-    args = parser.parse_args(list(argv))
+    add_flag(
+        parser,
+        "overwrite",
+        "replace --out if it holds an earlier export (a folder holding anything else is refused)",
+    )
+    return parser
+
+
+def export_command(argv: Sequence[str]) -> Path:
+    from selfsup.eval.probe import probe_scores_for
+    from selfsup.export import export
+
+    args = export_parser().parse_args(list(argv))
     checkpoint = Path(args.checkpoint)
     probe_file = Path(args.probe) if args.probe else checkpoint.parent.parent / "probe" / "probe.json"
-    scores = {}
-    if probe_file.is_file():
-        for entry in json.loads(probe_file.read_text()):
-            if Path(entry["checkpoint"]).resolve() == checkpoint.resolve():
-                scores = {
-                    "knn_top1": entry["knn_top1"],
-                    "linear_top1": entry["linear_top1"],
-                    "linear_top5": entry["linear_top5"],
-                    "pool": entry["pool"],
-                }
+    # matched by name, else by weights: last.ckpt gets the scores of the best-* it repeats
+    scores = probe_scores_for(checkpoint, probe_file) if probe_file.is_file() else {}
     out = export(checkpoint, args.out, pool=args.pool, probe_scores=scores, overwrite=args.overwrite)
     print(
         f"exported {checkpoint} to {out}; load it with timm.create_model('local-dir:{out}', pretrained=True) "
@@ -126,17 +133,16 @@ def export_command(argv: Sequence[str]) -> Path:
     return out
 
 
-def data_command(argv: Sequence[str]) -> dict:
-    from selfsup.data.streaming import optimize_folder
-
-    parser = ArgumentParser(
+def data_parser() -> CommandParser:
+    parser = CommandParser(
+        "data",
         prog="selfsup data optimize",
         description=(
             "Write an ImageFolder (SRC/train/<class>/*, SRC/val/<class>/*) as LitData chunks in DST, resized "
             "and centre-cropped, to stream with --data.init_args.source streaming --data.init_args.root DST."
         ),
     )
-    parser.add_argument("action", type=Literal["optimize"])
+    parser.add_argument("action", type=Literal["optimize"], help="optimize (the one action)")
     parser.add_argument("src", help="the ImageFolder to read")
     parser.add_argument("dst", help="the output folder (new or empty)")
     parser.add_argument("--image_size", type=int, required=True, help="side of the stored images")
@@ -148,9 +154,22 @@ def data_command(argv: Sequence[str]) -> dict:
         help="raw uint8 (fastest to read) or JPEG (smaller)",
     )
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
-    args = parser.parse_args(list(argv))
+    return parser
+
+
+def data_command(argv: Sequence[str]) -> dict:
+    import time
+
+    from selfsup.data.streaming import optimize_folder
+
+    args = data_parser().parse_args(list(argv))
+    started = time.perf_counter()
     manifest = optimize_folder(
-        args.src, args.dst, args.image_size, args.num_workers, args.format, args.quality
+        args.src, args.dst, args.image_size, args.num_workers, args.format, args.quality, progress=True
     )
-    print(f"wrote {manifest['splits']} images of {args.image_size} px ({args.format}) to {args.dst}")
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {manifest['splits']} images of {args.image_size} px ({args.format}) to {args.dst} "
+        f"in {seconds:.1f} s"
+    )
     return manifest

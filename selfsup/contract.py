@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -305,9 +306,19 @@ def upgrade_checkpoint(
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def _plain_text(text: str) -> str:
+    """``text`` without terminal colour codes (torch's messages carry some)."""
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
     """Read a selfsup checkpoint safely (``torch.load(weights_only=True)``), upgraded to the
-    current format in memory.
+    current format in memory. ``mmap=True`` maps the tensors instead of reading them (a cheap look
+    at a large checkpoint).
 
     Raises:
         FileNotFoundError: no such file.
@@ -323,12 +334,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' does not exist.")
+    if not zipfile.is_zipfile(path):  # what torch.save writes; a truncated one has lost its directory
+        raise CheckpointError(
+            f"'{path}' is not a readable PyTorch checkpoint (truncated or not a checkpoint: it is no zip archive, "
+            "as torch.save writes). Re-save it, or use another checkpoint of the run, such as last.ckpt."
+        )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"'{path}' holds pickled objects other than tensors and plain containers; selfsup loads "
-            f"checkpoints with torch.load(weights_only=True) and refuses to execute them ({str(err).splitlines()[0]}). "
+            f"checkpoints with torch.load(weights_only=True) and refuses to execute them ({_plain_text(str(err).splitlines()[0])}). "
             "Only load checkpoints from sources you trust, and re-save them as plain state dicts."
         ) from None
     except Exception as err:  # truncated zip, plain text, random bytes: torch raises many types

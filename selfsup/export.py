@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,14 @@ from selfsup.contract import (
     plain,
     read_meta,
 )
+from selfsup.output_folder import check_target, move_into_place, staging_folder
 
 EXPORT_FILES = ("config.json", "model.safetensors")
 METADATA_FILE = "selfsup.json"
+# everything an export of any kind writes (a fine-tune adds its head or the rest of its detector):
+# what --overwrite may replace
+EXPORT_WRITES = (*EXPORT_FILES, METADATA_FILE, "head.safetensors", "detector.safetensors")
+EXPORT_WHAT = "an export"
 EXPORT_FORMAT = 2
 
 
@@ -155,11 +159,12 @@ def export(
     head (see ``selfsup.finetune.export``).
 
     The folder is assembled beside ``out_dir`` and moved into place in one rename, so a crash never
-    leaves a half-written export. ``probe_scores`` (e.g. from ``selfsup probe``) go into the metadata.
+    leaves a half-written export. ``overwrite`` replaces an earlier export only: a folder that holds
+    anything an export does not write (``EXPORT_WRITES``) is refused, and nothing in it is deleted.
+    ``probe_scores`` (e.g. from ``selfsup probe``) go into the metadata.
     """
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"'{out_dir}' exists; pass overwrite=True (--overwrite) to replace it.")
+    check_target(out_dir, overwrite, EXPORT_WRITES, EXPORT_WHAT)
     checkpoint = load_checkpoint(checkpoint_path)
     meta = read_meta(checkpoint, checkpoint_path)
     if meta.kind == "finetune":
@@ -169,7 +174,9 @@ def export(
     pool = pool or meta.pool
     encoder = build_backbone(checkpoint, checkpoint_path, pool=pool)
     metadata = export_metadata(checkpoint, meta, checkpoint_path, pool=pool, probe=probe_scores or {})
-    return write_export(out_dir, encoder, f"selfsup_{meta.method}", meta.mean, meta.std, metadata)
+    return write_export(
+        out_dir, encoder, f"selfsup_{meta.method}", meta.mean, meta.std, metadata, overwrite=overwrite
+    )
 
 
 def export_metadata(
@@ -202,18 +209,22 @@ def write_export(
     std,
     metadata: dict[str, Any],
     extra: dict[str, dict[str, torch.Tensor]] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a timm folder for ``model`` (config.json, model.safetensors), ``selfsup.json`` and any
     ``extra`` safetensors files. The folder is assembled beside ``out_dir`` and moved into place in one
-    rename (replacing an older export), so a crash never leaves a half-written export.
+    rename, so a crash never leaves a half-written export; with ``overwrite`` it replaces an earlier
+    export, never a folder holding anything else (see ``selfsup.output_folder``). Folders and files
+    get the permissions of the umask, as ``mkdir`` and ``open`` give.
 
     ``config.json``'s ``model_args`` leave out ``num_classes`` (it is a top-level field): Hugging Face
     transformers' ``TimmWrapperModel`` passes both and fails on the duplicate."""
     from timm.models import save_for_hf
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    written = (*EXPORT_WRITES, *(extra or {}))
+    check_target(out_dir, overwrite, written, EXPORT_WHAT)
+    staging = staging_folder(out_dir)
     try:
         save_for_hf(
             model.eval(),
@@ -230,9 +241,7 @@ def write_export(
         for name, tensors in (extra or {}).items():
             save_file(tensors, staging / name)
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        move_into_place(staging, out_dir, overwrite, written, EXPORT_WHAT)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

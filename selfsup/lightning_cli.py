@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, TQDMProgressBar
+from jsonargparse import ArgumentError
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from selfsup._lightning import throttle_sigterm_broadcast
+from selfsup._lightning import (
+    EpochEndProgressBar,
+    ModelSummaryWithoutFlops,
+    RunCheckpoint,
+    throttle_sigterm_broadcast,
+)
 from selfsup.checkpoint import ExactResume
 from selfsup.cli import PROGRESS_REFRESH_STEPS, RUN_ROOT
+from selfsup.contract import CheckpointError, load_checkpoint, read_meta
 
 SIGTERM_CHECK_STEPS = 20
 
@@ -30,20 +38,57 @@ class ThrottledSigtermCheck(Callback):
             throttle_sigterm_broadcast(trainer, self.every)
 
 
+KNN_MONITOR = "val/knn_top1"
+
+
+class RemoveEmptyRunOnFailure(Callback):
+    """A run that fails before it has written a checkpoint or a logged value leaves no
+    ``version_<n>`` folder behind (holding only ``config.yaml``, it would be picked by nothing and
+    would shift the next run's number). Only the files a run writes at its start are removed, and a
+    folder only once empty: nothing else is ever deleted."""
+
+    START_FILES = ("config.yaml", "hparams.yaml", "metrics.csv")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) or not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        run = Path(trainer.log_dir)
+        if not run.is_dir() or any(run.rglob("*.ckpt")):
+            return
+        metrics = run / "metrics.csv"
+        if metrics.is_file() and len(metrics.read_text().splitlines()) > 1:
+            return  # values were logged: keep them
+        for name in self.START_FILES:
+            (run / name).unlink(missing_ok=True)
+        for folder in sorted((p for p in run.rglob("*") if p.is_dir()), reverse=True):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # empty folders only
+        with contextlib.suppress(OSError):
+            run.rmdir()
+
+
 class SelfSupCLI(LightningCLI):
-    """LightningCLI with selfsup's defaults: a ``checkpoint`` section (``last.ckpt`` and the best
-    checkpoint by the monitored metric), the image size set once in ``data`` and linked to the model,
-    CSV logs under ``runs/`` (or under ``--trainer.default_root_dir``), atomic checkpoint writes, exact
-    resume, a progress bar that reads the device every few steps only."""
+    """LightningCLI with selfsup's defaults: a ``checkpoint`` section (``last.ckpt``, always the
+    run's latest state, and a best checkpoint only by a monitor that means "better"), the image size
+    set once in ``data`` and linked to the model, CSV logs under ``runs/`` (or under
+    ``--trainer.default_root_dir``), atomic checkpoint writes, exact resume, checked ``--ckpt_path``,
+    a progress bar that reads the device every few steps only."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
+        # A method's loss says nothing of its encoder's quality (DINO's plateaus or rises as the
+        # teacher sharpens, MAE's depends on the mask), so no "best" is kept by default: last.ckpt
+        # only, or the best by kNN where a KNNMonitor runs (see _checkpoint_defaults).
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
-                "checkpoint.monitor": "train/loss_epoch",
+                "checkpoint.monitor": None,
                 "checkpoint.mode": "min",
-                "checkpoint.filename": "best-{epoch:03d}-{step:06d}",
+                "checkpoint.filename": None,
                 "checkpoint.save_top_k": 1,
             }
         )
@@ -59,7 +104,11 @@ class SelfSupCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
             isinstance(c, ProgressBar) for c in [*configured, *callbacks]
         ):
-            callbacks = [*callbacks, TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
+            callbacks = [*callbacks, EpochEndProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS)]
+        if config.get("enable_model_summary", True) is not False and not any(
+            isinstance(c, ModelSummary) for c in [*configured, *callbacks]
+        ):
+            callbacks = [*callbacks, ModelSummaryWithoutFlops()]
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
@@ -67,8 +116,119 @@ class SelfSupCLI(LightningCLI):
             return
         config = self.config[self.subcommand]
         self._follow_default_root_dir(config)
-        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+        self._checkpoint_defaults(config)
+
+    @staticmethod
+    def _checkpoint_defaults(config) -> None:
+        """Without a ``checkpoint.monitor``: monitor the kNN accuracy (``val/knn_top1``, max) where
+        the config runs a ``KNNMonitor``; otherwise keep ``last.ckpt`` only (``save_top_k: 1`` with
+        no monitor would keep a second copy of the latest checkpoint). File names say ``best-`` only
+        for checkpoints chosen by a monitor."""
+        section = config.get("checkpoint")
+        if section is None:
+            return
+        if section.monitor is None:
+            callbacks = config.trainer.get("callbacks") or []
+            names = [str(getattr(c, "class_path", type(c).__name__)) for c in callbacks]
+            if any(name.rsplit(".", 1)[-1] == "KNNMonitor" for name in names):
+                section.monitor, section.mode = KNN_MONITOR, "max"
+            elif section.save_top_k == 1:
+                section.save_top_k = 0
+        if section.filename is None:
+            section.filename = "best-{epoch:03d}-{step:06d}" if section.monitor else "{epoch:03d}-{step:06d}"
+
+    # --- --ckpt_path -------------------------------------------------------------------------------
+
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path``: ``last`` is resolved to the newest run's ``last.ckpt`` (fit); a file is
+        read through the checkpoint contract, so a truncated file, a file that is not a selfsup
+        checkpoint, or a checkpoint of another method ends with one line naming the file and the fix;
+        then, as LightningCLI does, the model's arguments are taken from the checkpoint, so the
+        resumed model has the checkpoint's shape (a continual run's frozen start encoder included)."""
+        self._resume: tuple[Path, dict] | None = None
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path:
+            return
+        if subcommand == "fit" and ckpt_path == "last":
+            self._follow_default_root_dir(config)
             self._resolve_last(config)
+            ckpt_path = config.ckpt_path
+        if ckpt_path in ("last", "best", "hpc") or str(ckpt_path).startswith("registry"):
+            return  # Lightning's own keywords (a checkpoint of this trainer's callbacks)
+        path = Path(ckpt_path)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"--ckpt_path: checkpoint '{path}' does not exist. Pass a .ckpt file of a run "
+                "(runs/<name>/version_<n>/checkpoints/last.ckpt), or `--ckpt_path last` for the newest run of this config."
+            )
+        checkpoint = load_checkpoint(path, mmap=True)
+        meta = read_meta(checkpoint, path)
+        self._check_method(config, meta, path)
+        self._resume = (path, checkpoint)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        class_path = hparams.pop("_class_path", None) or config.model.class_path
+        if hparams:
+            model = {"class_path": class_path, "init_args": hparams}
+            try:
+                self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+            except ArgumentError:
+                # arguments recorded in a form the parser does not take back (a fine-tune strategy
+                # without its class_path): keep the config's; before_fit checks that the weights fit
+                pass
+
+    @staticmethod
+    def _check_method(config, meta, path: Path) -> None:
+        import importlib
+
+        class_path = str(getattr(config.model, "class_path", "") or "")
+        module_name, _, name = class_path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError, ValueError):
+            return  # the model section itself is wrong: instantiating it reports that
+        expected = getattr(cls, "method", "") or (
+            "finetune" if getattr(cls, "kind", "") == "finetune" else ""
+        )
+        if expected and meta.method != expected:
+            raise CheckpointError(
+                f"'{path}' is a {meta.method} checkpoint, but this config trains {class_path} ({expected}). "
+                f"Resume it with the config of the run that wrote it: {_resume_command(path)}"
+            )
+
+    def before_fit(self) -> None:
+        """Before anything is written: the checkpoint to resume must fit the model this config built
+        (its weights' names and shapes), else one line naming the file and the config that fits."""
+        if getattr(self, "_resume", None) is None:
+            return
+        path, checkpoint = self._resume
+        self._resume = None
+        probe = {**checkpoint, "state_dict": dict(checkpoint["state_dict"])}
+        self.model.on_load_checkpoint(probe)  # what resuming does first (upgrades, a teacher's weights)
+        model = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in probe["state_dict"].items()}
+        extra = sorted(set(found) - set(model))
+        missing = sorted(set(model) - set(found))
+        reshaped = sorted(k for k in set(model) & set(found) if model[k] != found[k])
+        if extra or missing or reshaped:
+            parts = [
+                f"{len(keys)} {what} ({', '.join(_prefixes(keys))})"
+                for keys, what in (
+                    (extra, "weights this model lacks"),
+                    (missing, "missing weights"),
+                    (reshaped, "weights of other shapes"),
+                )
+                if keys
+            ]
+            raise CheckpointError(
+                f"'{path}' does not fit the model this config builds: it has {'; '.join(parts)}. It was "
+                f"trained with other model settings; resume it with the config of the run that wrote it: "
+                f"{_resume_command(path)}"
+            )
 
     @staticmethod
     def _loggers(config) -> list:
@@ -114,6 +274,23 @@ class SelfSupCLI(LightningCLI):
         config.ckpt_path = str(latest)
 
 
+def _resume_command(path: Path) -> str:
+    config = path.parent.parent / "config.yaml"
+    if config.is_file():
+        return f"selfsup fit -c {config} --ckpt_path {path}"
+    return f"selfsup fit -c <that run's config.yaml> --ckpt_path {path}"
+
+
+def _prefixes(keys: list[str], limit: int = 3) -> list[str]:
+    """``['start_encoder.*', 'head.*']``: the first components of state-dict names, for a message."""
+    seen: list[str] = []
+    for key in keys:
+        head = key.split(".", 1)[0] + (".*" if "." in key else "")
+        if head not in seen:
+            seen.append(head)
+    return seen[:limit] + (["..."] if len(seen) > limit else [])
+
+
 def trainer_defaults() -> dict:
     return {
         "logger": {
@@ -123,7 +300,7 @@ def trainer_defaults() -> dict:
         "plugins": [{"class_path": "selfsup.checkpoint.AtomicCheckpointIO"}],
         # appended to the config's callbacks (instances, as LightningCLI expects): random states and
         # data position in checkpoints for exact resume; the DDP SIGTERM check every few steps
-        "callbacks": [ExactResume(), ThrottledSigtermCheck()],
+        "callbacks": [ExactResume(), ThrottledSigtermCheck(), RemoveEmptyRunOnFailure()],
     }
 
 
@@ -168,6 +345,14 @@ def parser_error(err: Exception) -> str:
             f"{section}.init_args.{option}: {class_path} has no argument '{option}'.{hint} "
             f"`selfsup fit --{section}.help {class_path}` lists its arguments."
         )
+    unrecognized = re.search(r"[Uu]nrecognized arguments: (--[^\s=]+)", text) or re.search(
+        r"does not accept option '([^']+)'", text
+    )
+    if unrecognized and not klass:  # an option of the command, the trainer or the checkpoint section
+        option = "--" + unrecognized.group(1).lstrip("-")
+        close = difflib.get_close_matches(option, _top_level_options(), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"unrecognized option '{option}'.{hint} `selfsup fit --help` lists the options."
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     useful = [
         line
@@ -175,6 +360,24 @@ def parser_error(err: Exception) -> str:
         if not line.startswith(("Subtypes:", "Errors:", "Given value type", "- Expected a"))
     ]
     return " ".join(useful[:4]) if useful else text
+
+
+def _top_level_options() -> list[str]:
+    """The options of the sections LightningCLI builds from fixed classes (the trainer and the
+    checkpoint section) and of the command itself, for suggestions."""
+    import inspect
+
+    options = ["--ckpt_path", "--seed_everything", "--config", "--print_config"]
+    for section, cls in (("trainer", L.Trainer), ("checkpoint", RunCheckpoint)):
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None:
+                options += [
+                    f"--{section}.{p}"
+                    for p in inspect.signature(init).parameters
+                    if p not in ("self", "args", "kwargs")
+                ]
+    return options
 
 
 def _init_arguments(class_path: str) -> list[str]:

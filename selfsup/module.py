@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from selfsup import distributed
 from selfsup.augment.normalize import Normalize
 from selfsup.contract import (
     CHECKPOINT_KEY,
@@ -22,6 +23,10 @@ from selfsup.contract import (
 )
 from selfsup.guard import NonFiniteGuard
 from selfsup.optim import OptimConfig, decayed_names, optimizer_and_schedule, param_groups
+
+EPOCH_LOSS_KEY = "selfsup_epoch_loss"
+"""Checkpoint key of the interrupted epoch's ``[sum of loss x batch size, samples]`` (exact
+``train/loss_epoch`` across a resume)."""
 
 
 class SelfSupModule(L.LightningModule):
@@ -66,12 +71,12 @@ class SelfSupModule(L.LightningModule):
     # --- logging -----------------------------------------------------------------------------------
 
     def log_step(self, loss: torch.Tensor, batch_size: int, **extra: float | torch.Tensor) -> None:
-        """Log the loss (per step and epoch mean), the learning rate and method-specific values, all
-        as tensors: device values stay on the device (Lightning reads them at its logging interval),
-        host values (the learning rate, counts) are CPU tensors, so nothing is copied or synced here."""
-        self.log(
-            "train/loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size
-        )
+        """Log the loss (``train/loss_step``; its epoch mean ``train/loss_epoch`` at the epoch's end),
+        the learning rate and method-specific values, all as tensors: device values stay on the
+        device (Lightning reads them at its logging interval), host values (the learning rate,
+        counts) are CPU tensors, so nothing is copied or synced here."""
+        self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        self._add_to_epoch_loss(loss, batch_size)
         optimizer = self.optimizers(use_pl_optimizer=False) if self._trainer is not None else None
         if optimizer is not None and not isinstance(optimizer, list):
             self.log(
@@ -80,6 +85,29 @@ class SelfSupModule(L.LightningModule):
         for name, value in extra.items():
             value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def _add_to_epoch_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Add the step's loss to the epoch's ``[sum of loss x batch size, samples]`` on the device.
+        Lightning's own epoch mean lives outside checkpoints, so after a resume it averaged only the
+        resumed steps; this one is saved with every checkpoint. Steps with a non-finite loss (skipped
+        by the guard) are left out."""
+        weighted = loss.detach().float().reshape(()) * batch_size
+        finite = torch.isfinite(weighted)
+        part = torch.stack([torch.where(finite, weighted, 0.0), torch.where(finite, float(batch_size), 0.0)])
+        running = getattr(self, "_epoch_loss", None)
+        self._epoch_loss = part if running is None else running.to(part.device) + part
+
+    def on_train_epoch_end(self) -> None:
+        running, self._epoch_loss = getattr(self, "_epoch_loss", None), None
+        if running is not None:
+            total = distributed.all_reduce_sum(running.clone())  # every process's samples
+            self.log(
+                "train/loss_epoch",
+                total[0] / total[1].clamp_min(1),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=True,
+            )
 
     # --- optimisation ------------------------------------------------------------------------------
 
@@ -143,6 +171,10 @@ class SelfSupModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.checkpoint_meta().to_dict()
+        # the epoch's loss so far, summed over processes (every process saves; rank 0 writes)
+        running = getattr(self, "_epoch_loss", None)
+        if running is not None:
+            checkpoint[EPOCH_LOSS_KEY] = distributed.all_reduce_sum(running.detach().clone()).cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming (``--ckpt_path``): upgrade an older checkpoint in memory and refuse one of
@@ -153,5 +185,8 @@ class SelfSupModule(L.LightningModule):
                 "checkpoint written by `selfsup fit`."
             )
         meta = upgrade_checkpoint(checkpoint)
+        running = checkpoint.get(EPOCH_LOSS_KEY)
+        if running is not None:  # the global sum goes to one process, so the epoch's all-reduce adds it once
+            self._epoch_loss = running.clone() if self.global_rank == 0 else torch.zeros_like(running)
         mine = self.checkpoint_meta()
         meta.require("the checkpoint to resume from", kind=mine.kind, method=mine.method)

@@ -7,6 +7,16 @@ import warnings
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ["OMP_NUM_THREADS"] = "1"
 
+# Feature and score caches (probe, KNNReport) go to a folder of this test session, never to the
+# user's ~/.cache/selfsup; the processes the tests start inherit it.
+if "SELFSUP_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["SELFSUP_CACHE"] = tempfile.mkdtemp(prefix="selfsup-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SELFSUP_CACHE"], ignore_errors=True)
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

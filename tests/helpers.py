@@ -262,3 +262,13 @@ def count_dispatches(devices: tuple[str, ...] | None = None, kernels_only: bool 
             yield counts
 
     return run()
+
+
+class Payload:
+    """Unpickling this would create a file: a stand-in for arbitrary code in a checkpoint."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))

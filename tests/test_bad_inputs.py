@@ -5,8 +5,6 @@ Cases that the unit tests of a module already cover (patch sizes, mask ratios, t
 unknown model names, checkpoints of the wrong method, kind or format, truncated checkpoints,
 incomplete exports, class counts, strategies) live there only and are not repeated here."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,7 @@ from selfsup.cli import main
 from selfsup.contract import CheckpointError, load_checkpoint
 from selfsup.data import ImageDecodeError, load_image
 from selfsup.export import load_encoder
-from tests.helpers import REPO, write_image_folder
+from tests.helpers import REPO, Payload, write_image_folder
 
 
 def broken_image(tmp_path, kind):
@@ -92,6 +90,30 @@ def test_config_key_misspelt_is_one_line_naming_the_key_and_the_fix(tmp_path, mo
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+@pytest.mark.parametrize(
+    "option, suggestion",
+    [("--trainer.max_stesp=3", "--trainer.max_steps"), ("--checkpoint.montor=x", "--checkpoint.monitor")],
+)
+def test_a_misspelt_trainer_or_checkpoint_key_gets_a_suggestion(
+    tmp_path, monkeypatch, capsys, option, suggestion
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(REPO / "configs/quickstart.yaml"), option])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"selfsup: error: unrecognized option '{option.split('=')[0]}'. Did you mean '{suggestion}'? "
+        "`selfsup fit --help` lists the options."
+    )
+    # the same key misspelt in a config file
+    (tmp_path / "bad.yaml").write_text("trainer:\n  max_stesp: 3\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "-c", str(REPO / "configs/quickstart.yaml"), "-c", str(tmp_path / "bad.yaml")])
+    assert "Did you mean '--trainer.max_steps'?" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_wrong_value_ends_with_selfsups_message_and_no_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "-c", str(REPO / "configs/quickstart.yaml"), "--model.init_args.patch_size=5"]
@@ -123,16 +145,6 @@ def test_other_commands_end_errors_the_same_way(tmp_path, capsys):
         main(["fti", "-c", "x.yaml"])
     assert "unknown command 'fti'. Did you mean 'fit'?" in str(exit_info.value.code)
     assert not (tmp_path / "out").exists()
-
-
-class Payload:
-    """Unpickling this would create a file: a stand-in for arbitrary code."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.marker),))
 
 
 def test_pickle_with_an_arbitrary_object_is_refused_not_executed(tmp_path):

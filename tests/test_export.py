@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from selfsup.checkpoint import CheckpointError
-from selfsup.cli import run
-from selfsup.export import export, load_encoder
+from selfsup.cli import main, run
+from selfsup.export import EXPORT_WRITES, export, load_encoder
+from selfsup.output_folder import foreign_entries
 from tests.helpers import run_in_plain_timm
 
 
@@ -103,3 +104,36 @@ def test_export_command_adds_probe_scores(tiny_runs, tmp_path, capsys):
     assert Path(out).is_dir() and "local-dir:" in capsys.readouterr().out
     meta = json.loads((Path(out) / "selfsup.json").read_text())
     assert meta["probe"]["linear_top1"] == 0.6 and meta["probe"]["knn_top1"] == {"20": 0.5}
+
+
+def test_overwrite_replaces_an_export_but_never_a_folder_holding_other_files(tiny_runs, tmp_path, capsys):
+    """`--overwrite` deleted a user's important.txt with the folder it was in: it now replaces only a
+    folder holding nothing but what an export writes, and refuses any other, naming what is there."""
+    checkpoint = str(tiny_runs["simclr"]["run_dir"] / "checkpoints" / "last.ckpt")
+    out = tmp_path / "export"
+    main(["export", checkpoint, "--out", str(out)])
+    assert foreign_entries(out, EXPORT_WRITES) == []  # everything an export writes is in EXPORT_WRITES
+    main(["export", checkpoint, "--out", str(out), "--overwrite"])  # the bare flag parses
+    main(["export", checkpoint, "--out", str(out), "--overwrite", "true"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", checkpoint, "--out", str(out), "--overwrite", "false"])
+    assert exit_info.value.code == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err.strip().splitlines()[-1]
+
+    (out / "important.txt").write_text("keep me")
+    (out / "notes").mkdir()
+    (out / "notes" / "a.txt").write_text("and me")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", checkpoint, "--out", str(out), "--overwrite"])
+    assert exit_info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("selfsup: error: ") and "holds 2 entries that an export does not write" in last
+    assert "(important.txt, notes)" in last and "nothing was deleted" in last
+    assert (out / "important.txt").read_text() == "keep me" and (
+        out / "notes" / "a.txt"
+    ).read_text() == "and me"
+    assert (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no staging folder left behind
+    (tmp_path / "empty").mkdir()  # an empty folder is used as a new one: nothing in it to lose
+    main(["export", checkpoint, "--out", str(tmp_path / "empty")])
+    assert (tmp_path / "empty" / "model.safetensors").is_file()

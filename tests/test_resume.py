@@ -2,6 +2,7 @@
 before preemption), and resumed with ``--ckpt_path last`` ends with the same weights as the same
 run uninterrupted."""
 
+import csv
 import signal
 import subprocess
 import time
@@ -44,7 +45,16 @@ def reference(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(work)
         run(ARGS)
-    return torch.load(work / "runs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True)
+    final = torch.load(work / "runs/quickstart/version_0/checkpoints/last.ckpt", weights_only=True)
+    final["epoch_losses"] = epoch_losses(work / "runs/quickstart/version_0/metrics.csv")
+    return final
+
+
+def epoch_losses(metrics_csv) -> dict[int, float]:
+    """``train/loss_epoch`` by epoch, as metrics.csv records it."""
+    with open(metrics_csv) as handle:
+        rows = list(csv.DictReader(handle))
+    return {int(r["epoch"]): float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")}
 
 
 def assert_same_training_state(final, expected):
@@ -87,6 +97,13 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_pat
     assert_same_training_state(final, reference)
     # the interrupted run's logs are kept: the resumed run wrote to a new version folder
     assert (work / "runs/quickstart/version_0/metrics.csv").is_file()
+    # the epoch the kill interrupted has the epoch mean of the uninterrupted run, not of its resumed
+    # steps only (the mean is saved with every checkpoint)
+    resumed_losses = epoch_losses(work / "runs/quickstart/version_1/metrics.csv")
+    interrupted_epoch = killed_at // 6  # 6 steps per epoch
+    assert interrupted_epoch in resumed_losses or killed_at % 6 == 0
+    for epoch, loss in resumed_losses.items():
+        assert loss == pytest.approx(reference["epoch_losses"][epoch], rel=1e-6), epoch
 
 
 def test_sigterm_saves_a_resumable_checkpoint_and_exits_cleanly(tmp_path, reference):
@@ -103,6 +120,7 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_cleanly(tmp_path, refere
     assert process.returncode == 0, stderr[-2000:]
     assert time.time() - start < 60
     assert "stopped on SIGTERM after saving last.ckpt; resume with --ckpt_path last" in stderr
+    assert "weights_only` was not set" not in stderr  # the SIGTERM save says what it saves
     stopped_at = last_step(last)
     assert 9 <= stopped_at < 14
     resumed = subprocess.run(

@@ -54,23 +54,28 @@ def preview_grid(module, images: torch.Tensor, seed: int = 0, min_side: int = 96
     return make_grid(torch.cat(rows), nrow=len(images), padding=2, pad_value=1.0)
 
 
-def preview_command(argv: Sequence[str]) -> Path:
-    """``selfsup preview -c CONFIG [--out views.png] [--num_images 8] [--seed 0] [--section.key value ...]``"""
-    import argparse
+def preview_parser():
+    """The options of ``selfsup preview``; the arguments it does not know go to the config."""
+    from selfsup.arguments import PassThroughParser
 
-    from torchvision.utils import save_image
-
-    parser = argparse.ArgumentParser(
-        prog="selfsup preview",
+    parser = PassThroughParser(
+        "preview",
         description="Write a PNG of original training images and the views the config's augmentation makes "
         "of them (the first row shows each view's crop box), before a long run. Other arguments are "
         "passed to the config as in `selfsup fit` (e.g. --data.init_args.root DIR).",
     )
     parser.add_argument("-c", "--config", required=True, help="a selfsup config (YAML)")
-    parser.add_argument("--out", default="views.png", help="the PNG to write")
+    parser.add_argument("--out", default="views.png", metavar="PNG", help="the PNG to write")
     parser.add_argument("--num_images", type=int, default=8, help="images (columns)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random views")
-    args, overrides = parser.parse_known_args(list(argv))
+    return parser
+
+
+def preview_command(argv: Sequence[str]) -> Path:
+    """``selfsup preview -c CONFIG [--out views.png] [--num_images 8] [--seed 0] [--section.key value ...]``"""
+    from torchvision.utils import save_image
+
+    args, overrides = preview_parser().parse_known_args(list(argv))
     from selfsup.lightning_cli import SelfSupCLI, cli_arguments
 
     kwargs = cli_arguments(["-c", args.config, *overrides])

@@ -12,6 +12,8 @@ tool, amount, measured sparsity, tolerance, how to load) and a ``README.txt`` (h
 The original export is measured where it is (not copied). Every artefact is reloaded the documented
 way before it is measured, so the table scores what a user gets. The folder is assembled beside
 ``out_dir`` and renamed into place at the end: an error (or a kill) leaves nothing half-written.
+``overwrite`` replaces an earlier compress output only (``COMPRESS_WRITES``): a folder holding
+anything else is refused and nothing in it is deleted.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -32,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from selfsup.compress.int8 import INT8_FILE, LOAD_INT8, Int8Mode, load_int8, quantize_int8, save_int8
-from selfsup.compress.measure import Row, accuracy, latency_ms, size_mb
+from selfsup.compress.measure import Row, accuracy, cpu_cores, latency_ms, load_average, size_mb
 from selfsup.compress.onnx_export import (
     LOAD_ONNX,
     ONNX_FILE,
@@ -53,6 +54,7 @@ from selfsup.compress.pruning import (
 )
 from selfsup.compress.recover import distill_recover
 from selfsup.compress.table import CSV_FILE, PNG_FILE, render, write_csv, write_png
+from selfsup.output_folder import check_target, move_into_place, staging_folder
 
 EXPORT_FILES = ("config.json", "model.safetensors")
 METADATA_FILE = "selfsup.json"
@@ -62,6 +64,20 @@ LOAD_PRUNED = """\
 import timm
 model = timm.create_model("local-dir:{dir}", pretrained=True).eval()
 features = model(images)  # [B, 3, H, W] normalised with config.json's mean/std -> [B, D]"""
+README_FILE = "README.txt"
+ARTEFACTS = ("int8", "pruned", "onnx", "onnx_int8")
+# everything compress writes in --out: what --overwrite may replace
+COMPRESS_WRITES = (
+    REPORT_FILE,
+    CSV_FILE,
+    PNG_FILE,
+    *(
+        f"{folder}/{name}"
+        for folder in ARTEFACTS
+        for name in (*EXPORT_FILES, METADATA_FILE, README_FILE, INT8_FILE, ONNX_FILE)
+    ),
+)
+COMPRESS_WHAT = "a compress output"
 
 
 class NotAnExport(ValueError):
@@ -188,7 +204,7 @@ def _write_readme(folder: Path, title: str, load: str, lines: list[str]) -> None
     text = "\n".join(
         [title, "", *lines, "", "Load it (paths relative to the compress output folder):", "", load, ""]
     )
-    (folder / "README.txt").write_text(text)
+    (folder / README_FILE).write_text(text)
 
 
 def _artefact_metadata(source: Source, record: dict[str, Any], load: str, pool: str) -> dict[str, Any]:
@@ -249,9 +265,11 @@ def compress(
             image size is the export's). Without it, the table has no accuracy columns.
         knn_k: neighbours of the kNN score; probe_epochs: epochs of the linear probe.
         latency_batches, latency_repeats: batch sizes timed (median of repeats, per image) on the CPU.
-        threads: torch and onnxruntime threads for the timings (default: torch's current setting).
+        threads: torch and onnxruntime intra-op threads for the timings (default: the physical cores
+            this process may run on, ``measure.cpu_cores``); torch's own setting is put back after.
         device: where the recovery fine-tune and feature extraction for it run.
-        overwrite: replace an existing ``out_dir``.
+        overwrite: replace an earlier compress output in ``out_dir`` (a folder holding anything
+            else is refused, nothing deleted).
     """
     console = console or Console()
     int8_mode = int8_mode if int8_mode is not None or not int8 else "weight_only"
@@ -262,14 +280,14 @@ def compress(
     if latency_repeats < 1:
         raise ValueError(f"latency_repeats must be >= 1, got {latency_repeats}.")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"'{out_dir}' exists; pass overwrite=True (--overwrite) to replace it.")
+    check_target(out_dir, overwrite, COMPRESS_WRITES, COMPRESS_WHAT)
     source = read_export(export_dir)
     if out_dir.resolve() == source.path.resolve() or source.path.resolve() in out_dir.resolve().parents:
         raise ValueError(f"--out '{out_dir}' is the export folder or inside it: choose a folder beside it.")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}.")
-    threads = threads or torch.get_num_threads()
+    cores = cpu_cores()
+    threads = threads or cores
 
     from selfsup.augment.normalize import Normalize  # selfsup.augment imports Kornia: not at import time
 
@@ -285,9 +303,7 @@ def compress(
         datamodule.setup()
     pool = getattr(source.model, "global_pool", "") or ""
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    previous_threads = torch.get_num_threads()
+    staging = staging_folder(out_dir)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -305,13 +321,15 @@ def compress(
                 latency_batches=tuple(latency_batches), latency_repeats=latency_repeats,
                 threads=threads, device=device, seed=seed,
             )  # fmt: skip
-        rows, records, names = result
+        rows, records, names, load = result
         title = f"compress {source.path.name}: {source.config.get('architecture')} {source.input_size[1:]} px"
         write_csv(rows, staging / CSV_FILE)
         write_png(rows, staging / PNG_FILE, title)
         report = {
             "source_export": str(source.path.resolve()),
             "torch_threads": threads,
+            "cpu_cores": cores,
+            "load_average_1min": load,
             "data": data or None,
             "rows": [row.as_dict() for row in rows],
             "artefacts": records,
@@ -320,16 +338,19 @@ def compress(
             },
         }
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2, default=str))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        move_into_place(staging, out_dir, overwrite, COMPRESS_WRITES, COMPRESS_WHAT)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    finally:
-        torch.set_num_threads(previous_threads)
-    render(rows, title, console)
+    busy = f"load average {load:g} on {cores} cores" if load is not None else f"{cores} cores"
+    render(rows, title, console, note=busy)
     console.print(f"wrote {out_dir}: {', '.join(names)}, {CSV_FILE}, {PNG_FILE}")
+    if load is not None and load > cores:
+        console.print(
+            f"[yellow]note: the machine was busy when timing ({busy}): threads waited for cores, so the "
+            "latencies are slower than on an idle machine. Time again when it is idle, or with fewer "
+            "--threads.[/yellow]"
+        )
     return CompressReport(
         out_dir=out_dir,
         rows=rows,
@@ -373,7 +394,7 @@ def _build_and_measure(
     threads: int,
     device: str,
     seed: int,
-) -> tuple[list[Row], dict[str, dict[str, Any]], list[str]]:
+) -> tuple[list[Row], dict[str, dict[str, Any]], list[str], float | None]:
     model = source.model
     channels, height, width = source.input_size
     generator = torch.Generator().manual_seed(seed)
@@ -597,9 +618,11 @@ def _build_and_measure(
         val_batches = list(datamodule.eval_dataloader("val"))
         num_classes = datamodule.num_classes
     task = progress.add_task("measuring latency, then accuracy", total=len(variants) + 1)
-    torch.set_num_threads(threads)
     examples = {b: torch.randn(b, channels, height, width, generator=generator) for b in latency_batches}
-    latencies = latency_ms({name: forward for name, forward, *_ in variants}, examples, latency_repeats)
+    load = load_average()
+    latencies = latency_ms(
+        {name: forward for name, forward, *_ in variants}, examples, latency_repeats, threads=threads
+    )
     progress.advance(task)
     rows = []
     for name, forward, paths, load_with, notes in variants:
@@ -613,4 +636,4 @@ def _build_and_measure(
             Row(name, artefact, load_with, size_mb(paths), latencies[name], knn, linear, threads, notes)
         )
         progress.advance(task)
-    return rows, records, names
+    return rows, records, names, load

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse import ActionConfigFile
+
+from selfsup.arguments import CommandParser, add_flag
 
 
 @dataclass
@@ -24,11 +26,9 @@ class CompressData:
     subset_seed: int = 0
 
 
-def compress_command(argv: Sequence[str]):
-    from selfsup.compress.api import compress
-
-    parser = ArgumentParser(
-        prog="selfsup compress",
+def compress_parser() -> CommandParser:
+    parser = CommandParser(
+        "compress",
         description=(
             "Int8, pruned and ONNX versions of an export folder, each in its own sub-folder of --out with "
             "the way to load it, and a table (printed, compress.csv, compress.png) of size, CPU latency "
@@ -37,10 +37,8 @@ def compress_command(argv: Sequence[str]):
     )
     parser.add_argument("-c", "--config", action=ActionConfigFile)
     parser.add_argument("export", help="an export folder (selfsup export CKPT --out DIR)")
-    parser.add_argument("--out", required=True, help="the folder to write")
-    parser.add_argument(
-        "--int8", action="store_true", help="int8 linear layers (torchao); with --onnx also ONNX int8"
-    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    add_flag(parser, "int8", "int8 linear layers (torchao); with --onnx also ONNX int8")
     parser.add_argument(
         "--int8_mode",
         type=Literal["dynamic", "weight_only"] | None,
@@ -59,7 +57,7 @@ def compress_command(argv: Sequence[str]):
         "--finetune_steps", type=int, default=0, help="recovery fine-tune steps (needs --data)"
     )
     parser.add_argument("--finetune_lr", type=float, default=1e-4)
-    parser.add_argument("--onnx", action="store_true", help="ONNX export with an onnxruntime parity check")
+    add_flag(parser, "onnx", "ONNX export with an onnxruntime parity check")
     parser.add_argument("--onnx_atol", type=float, default=1e-4)
     parser.add_argument("--onnx_rtol", type=float, default=1e-3)
     parser.add_argument("--data", type=CompressData, default=CompressData())
@@ -67,11 +65,27 @@ def compress_command(argv: Sequence[str]):
     parser.add_argument("--probe_epochs", type=int, default=100)
     parser.add_argument("--latency_batches", type=list[int], default=[1, 32])
     parser.add_argument("--latency_repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int | None, default=None, help="CPU threads for the timings")
+    parser.add_argument(
+        "--threads",
+        type=int | None,
+        default=None,
+        help="torch and onnxruntime threads for the timings, reported in the table (default: the physical "
+        "cores this process may run on)",
+    )
     parser.add_argument("--device", type=str, default="cpu", help="device of the recovery fine-tune")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    args = parser.parse_args(list(argv))
+    add_flag(
+        parser,
+        "overwrite",
+        "replace --out if it holds an earlier compress output (a folder holding anything else is refused)",
+    )
+    return parser
+
+
+def compress_command(argv: Sequence[str]):
+    from selfsup.compress.api import compress
+
+    args = compress_parser().parse_args(list(argv))
     data = args.data.as_dict() if hasattr(args.data, "as_dict") else asdict(args.data)
     return compress(
         args.export,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,17 +60,67 @@ def size_mb(paths: Sequence[Path]) -> float:
     return total / 1e6
 
 
+def cpu_cores() -> int:
+    """The physical cores this process may run on: the CPUs of its affinity mask (a container's or a
+    scheduler's limit, ``taskset``), with the hyperthreads of one core counted once (Linux sysfs
+    topology); ``os.cpu_count()`` where the system tells neither."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes, this one included), None where unknown. Above
+    the number of cores, processes wait for a core and timings come out slower than on an idle machine."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+@contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` inside the block, and put back after it
+    (None: left as it is)."""
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}.")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def latency_ms(
-    forwards: dict[str, Forward], examples: dict[int, torch.Tensor], repeats: int, warmup: int = 3
+    forwards: dict[str, Forward],
+    examples: dict[int, torch.Tensor],
+    repeats: int,
+    warmup: int = 3,
+    threads: int | None = None,
 ) -> dict[str, dict[int, float]]:
     """Median wall time per image, in milliseconds, of every forward at every batch size:
-    ``{name: {batch: ms}}``. The calls are interleaved (each round times every variant once), so that a
-    change in machine load during the measurement hits every variant alike; ``warmup`` untimed rounds
-    come first."""
+    ``{name: {batch: ms}}``, with torch pinned to ``threads`` intra-op threads (put back afterwards;
+    None: torch's current setting; onnxruntime sessions get theirs when created,
+    ``onnx_export.session``). The calls are interleaved
+    (each round times every variant once), so that a change in machine load during the measurement
+    hits every variant alike; ``warmup`` untimed rounds come first."""
     if repeats < 1:
         raise ValueError(f"latency_repeats must be >= 1, got {repeats}.")
     times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in examples} for n in forwards}
-    with torch.inference_mode():
+    with torch.inference_mode(), pinned_threads(threads):
         for round_ in range(warmup + repeats):
             for batch, example in examples.items():
                 for name, forward in forwards.items():

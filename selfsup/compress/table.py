@@ -18,10 +18,14 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def render(rows: Sequence[Row], title: str, console: Console | None = None) -> Table:
-    """Print the table (and return it)."""
+def render(rows: Sequence[Row], title: str, console: Console | None = None, note: str = "") -> Table:
+    """Print the table (and return it); ``note`` (e.g. the machine's load) goes in the caption after
+    the thread count."""
     batches = list(rows[0].latency_ms) if rows else []
-    table = Table(title=title, caption=f"CPU, {rows[0].threads} torch/onnxruntime threads" if rows else None)
+    caption = (
+        f"CPU, {rows[0].threads} torch/onnxruntime threads" + (f", {note}" if note else "") if rows else None
+    )
+    table = Table(title=title, caption=caption)
     table.add_column("variant", no_wrap=True)
     table.add_column("MB", justify="right", no_wrap=True)
     for b in batches:

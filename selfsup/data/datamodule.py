@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup._lightning import batches_done_in_epoch
@@ -50,10 +52,13 @@ class ImageDataModule(L.LightningDataModule):
             ``cifar10``, ``cifar100`` or ``stl10`` (torchvision's files under ``root``), or ``streaming``
             (a folder written by ``selfsup data optimize``, local or ``s3://...``, streamed with LitData
             and sharded across processes and workers).
-        root: data folder (required for every source but ``digits``).
+        root: data folder (required for every source but ``digits``). A relative one is read from
+            the current folder, and recorded in the saved hyperparameters (and so in checkpoints)
+            as an absolute path.
         image_size: side of the square images in every batch (shorter side resized, then centre crop).
         batch_size: images per batch per process. The global batch is this times the number of
-            processes (and of accumulated batches).
+            processes (and of accumulated batches). More than the training images each process
+            gets is a warning (an epoch would be one short batch).
         num_workers: DataLoader worker processes for decoding.
         download: let ``prepare_data`` download a torchvision source into ``root`` (needs network).
         skip_corrupt: replace unreadable images (folder source) by the next readable one with a
@@ -71,7 +76,8 @@ class ImageDataModule(L.LightningDataModule):
             for fast GPUs fed by few CPU cores. Without a CUDA device it falls back to decoding on
             the CPU in the training process, with one warning.
         file_list_cache: where the folder source's file lists are cached (written once by
-            ``prepare_data``, read by every process): ``auto`` (``root`` when writable, else
+            ``prepare_data``, read by every process, and reused while no folder under the split,
+            nested ones included, has changed): ``auto`` (``root`` when writable, else
             ``~/.cache/selfsup/file_lists``), a folder, or None to scan in every process.
         classes: keep only these classes (class-folder names for ``folder``; the names in
             ``classes`` of ``digits`` ("0".."9"), ``cifar10``, ``cifar100`` and ``stl10``) in both
@@ -157,6 +163,10 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.classes: list[str] = []
         self.save_hyperparameters()
+        if root and "://" not in str(root):
+            # a checkpoint stores these (``datamodule_hyper_parameters``): the data's absolute path
+            # finds it wherever the checkpoint is read from (``selfsup probe``, exports)
+            self.hparams["root"] = os.path.abspath(root)
 
     # --- Lightning hooks -------------------------------------------------------------------------
 
@@ -184,12 +194,15 @@ class ImageDataModule(L.LightningDataModule):
         resumable mid-epoch (see ``selfsup.data.resumable``). Incomplete last batches are dropped, so
         every batch, on every process, has the same size."""
         self.setup()
-        if self.source == "streaming":
-            return self._streaming_loader(self.train_set, drop_last=True)
         trainer = self.trainer
+        replicas = trainer.world_size if trainer is not None else 1
+        if self.source == "streaming":
+            self._warn_if_batch_exceeds_data(read_manifest(self.root)["splits"]["train"], replicas)
+            return self._streaming_loader(self.train_set, drop_last=True)
+        self._warn_if_batch_exceeds_data(len(self.train_set), replicas)
         sampler = ResumableSampler(
             self.train_set,
-            num_replicas=trainer.world_size if trainer is not None else 1,
+            num_replicas=replicas,
             rank=trainer.global_rank if trainer is not None else 0,
             shuffle=True,
             seed=self.seed,
@@ -201,9 +214,9 @@ class ImageDataModule(L.LightningDataModule):
             functools.partial(batches_done_in_epoch, trainer),
             batch_size=self.batch_size,
             drop_last=len(self.train_set) // sampler.num_replicas >= self.batch_size,
-            num_workers=self.num_workers,
+            num_workers=self.loader_workers(),
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.loader_workers() > 0,
             collate_fn=encoded_collate if self.decode == "gpu" else None,
         )
 
@@ -292,6 +305,28 @@ class ImageDataModule(L.LightningDataModule):
             self.classes = list(self.class_subset)
         return dataset
 
+    def _warn_if_batch_exceeds_data(self, images: int, replicas: int) -> None:
+        """One warning where ``batch_size`` exceeds the training images each process gets: the run
+        would train on one short batch per epoch (none with streaming data, which drops incomplete
+        batches), with a learning rate scaled for the batch size it never sees."""
+        per_process = images // replicas
+        if per_process >= self.batch_size:
+            return
+        where = f"{images} training images"
+        if replicas > 1:
+            where += f" ({per_process} per process over {replicas} processes)"
+        epoch = (
+            "no full batch, so nothing trains (streaming data drops incomplete batches)"
+            if self.source == "streaming"
+            else f"a single batch of {per_process} images per process"
+        )
+        rank_zero_warn(  # the same on every process: said once
+            f"data.batch_size ({self.batch_size}) is larger than the {where}: every epoch is {epoch}, and "
+            f"the learning rate is scaled for batches of {self.batch_size}. Set data.batch_size to at most "
+            f"{max(per_process, 1)}, or train on more images.",
+            stacklevel=3,
+        )
+
     def _subset(self, dataset: Dataset | None, count: int | None) -> Dataset | None:
         if dataset is None or count is None or count >= len(dataset):
             return dataset
@@ -304,16 +339,32 @@ class ImageDataModule(L.LightningDataModule):
             return None
         return default_cache_dir(self.root) if self.file_list_cache == "auto" else Path(self.file_list_cache)
 
+    def loader_workers(self) -> int:
+        """``num_workers``, at most the CPU cores this process may use: more decoding processes
+        than cores only contend for them (and torch warns about each loader). Said once."""
+        cores = available_cores()
+        if self.num_workers <= cores:
+            return self.num_workers
+        if not getattr(self, "_said_workers", False):
+            self._said_workers = True
+            from lightning.pytorch.utilities import rank_zero_info
+
+            rank_zero_info(
+                f"data.num_workers is {self.num_workers} but this process may use {cores} CPU cores: "
+                f"decoding with {cores} DataLoader workers."
+            )
+        return cores
+
     def _streaming_loader(self, dataset, drop_last: bool, batch_size: int | None = None):
         from litdata import StreamingDataLoader
 
         return StreamingDataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
-            num_workers=self.num_workers,
+            num_workers=self.loader_workers(),
             drop_last=drop_last,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.loader_workers() > 0,
         )
 
     def _loader(
@@ -330,9 +381,9 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
-            num_workers=self.num_workers,
+            num_workers=self.loader_workers(),
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.loader_workers() > 0,
             collate_fn=encoded_collate if encoded else None,
         )
 
@@ -372,3 +423,11 @@ def _decoded_on_cpu(dataset: Dataset) -> Dataset:
     elif isinstance(dataset, Subset) and isinstance(dataset.dataset, ImageFolderDataset):
         dataset = Subset(_decoded_on_cpu(dataset.dataset), dataset.indices)
     return dataset
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, as torch's DataLoader counts them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

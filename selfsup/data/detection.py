@@ -51,6 +51,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import resize
 
+from selfsup.data.datamodule import available_cores
 from selfsup.data.images import load_image
 
 Format = Literal["coco", "voc"]
@@ -500,7 +501,7 @@ class DetectionDataModule(L.LightningDataModule):
             batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
-            num_workers=self.num_workers,
+            num_workers=min(self.num_workers, available_cores()),
             persistent_workers=self.num_workers > 0,
             collate_fn=detection_collate,
         )

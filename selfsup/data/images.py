@@ -29,26 +29,40 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a")
 
 
-class ImageDecodeError(RuntimeError):
-    """An image file that cannot be decoded. ``path`` names the file."""
+DECODE_FIX = (
+    "Delete or replace the file, or set `data.skip_corrupt: true` to skip unreadable images with a warning."
+)
+MISSING_FIX = "It was deleted or moved after the folder was listed: restart the run to list the folder again."
 
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+
+class ImageDecodeError(RuntimeError):
+    """An image file that cannot be decoded. ``path`` names the file, ``fix`` says what to do."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, fix: str = DECODE_FIX) -> None:
         self.path = str(path)
         self.reason = reason
-        super().__init__(
-            f"Cannot read image '{self.path}': {reason}. Delete or replace the file, or set "
-            "`data.skip_corrupt: true` to skip unreadable images with a warning."
-        )
+        self.fix = fix
+        super().__init__(f"Cannot read image '{self.path}': {reason}. {fix}")
+
+
+class ImageMissingError(ImageDecodeError):
+    """A listed image file that no longer exists: the list is out of date, the file is not corrupt."""
+
+    def __init__(self, path: str | os.PathLike, fix: str = MISSING_FIX) -> None:
+        super().__init__(path, "it no longer exists (FileNotFoundError)", fix)
 
 
 def read_bytes(path: str | os.PathLike) -> torch.Tensor:
     """The file's bytes as a 1-D uint8 tensor (what ``decode: gpu`` sends to the device step).
 
     Raises:
+        ImageMissingError: the file does not exist.
         ImageDecodeError: the file is empty or cannot be read.
     """
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageMissingError(path) from None
     except OSError as err:
         raise ImageDecodeError(path, f"{type(err).__name__}: {err}") from None
     if not data:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.data.datamodule import available_cores
 from selfsup.data.folder import find_split_dir
 from selfsup.data.images import IMAGE_EXTENSIONS, ImageDecodeError, load_image
 
@@ -125,7 +126,7 @@ class SegmentationDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
-            num_workers=self.num_workers,
+            num_workers=min(self.num_workers, available_cores()),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -7,15 +7,20 @@ object storage such as ``s3://``), sharded across processes and workers.
 Each split (``train``, and ``val`` or ``test``) becomes ``DST/<split>/`` (LitData's chunk files and
 index); ``DST/selfsup_stream.json`` records the image size, the classes and the counts. Images are
 stored already resized and centre-cropped, as raw uint8 (``--format raw``, fastest to read) or as
-JPEG (``--format jpeg``, about ten times smaller for photographs).
+JPEG (``--format jpeg``, about ten times smaller for photographs). With ``progress=True`` (the
+command) each split prints a line with its image count, LitData's progress bar (on stderr, updated
+about once a second) and a line with its time. Every split's written item count is checked against
+its image count, so a worker process that died without an error does not leave a short data set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,8 +61,16 @@ def optimize_folder(
     fmt: Format = "raw",
     quality: int = 95,
     chunk_bytes: str = "64MB",
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Write ``src`` (an ImageFolder) as LitData chunks under ``dst``; returns the manifest."""
+    """Write ``src`` (an ImageFolder) as LitData chunks under ``dst``; returns the manifest.
+
+    ``progress`` prints each split's count and time on stdout and LitData's progress bar on stderr
+    (LitData's own messages are kept back, and shown only if a split comes out short).
+
+    Raises:
+        RuntimeError: a split's chunks hold fewer items than its folder has images.
+    """
     import litdata
 
     src, dst = Path(src), Path(dst)
@@ -75,25 +88,56 @@ def optimize_folder(
             continue
         classes, samples = scan_folder(split_dir, classes)
         inputs = [(i, path, label) for i, (path, label) in enumerate(samples)]
+        workers = max(1, num_workers)
+        if progress:
+            print(f"{split}: {len(samples)} images from {split_dir} to {dst / split}, {workers} worker(s)")
+        started = time.perf_counter()
+        litdata_log = io.StringIO()
         # litdata.optimize sets the process-wide multiprocessing start method (to spawn); put the
         # caller's back, or every DataLoader this process makes afterwards re-imports torch per worker.
         start_method = multiprocessing.get_start_method(allow_none=True)
         try:
-            litdata.optimize(
-                fn=_Encoder(image_size, fmt, quality),
-                inputs=inputs,
-                output_dir=str(dst / split),
-                chunk_bytes=chunk_bytes,
-                num_workers=max(1, num_workers),
-                verbose=False,
-                reorder_files=False,
-            )
+            with contextlib.redirect_stdout(litdata_log):  # its messages; the bar goes to stderr
+                litdata.optimize(
+                    fn=_Encoder(image_size, fmt, quality),
+                    inputs=inputs,
+                    output_dir=str(dst / split),
+                    chunk_bytes=chunk_bytes,
+                    num_workers=workers,
+                    verbose=progress,
+                    reorder_files=False,
+                )
         finally:
             multiprocessing.set_start_method(start_method, force=True)
+        check_written(dst / split, len(samples), litdata_log.getvalue())
+        if progress:
+            seconds = time.perf_counter() - started
+            print(
+                f"{split}: {len(samples)} images in {seconds:.1f} s ({len(samples) / seconds:.1f} images/s)"
+            )
         manifest["splits"][split] = len(samples)
     manifest["classes"] = classes
     (dst / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def check_written(split_dir: Path, expected: int, log: str = "") -> None:
+    """Raise unless LitData's index in ``split_dir`` lists ``expected`` items (``log``: its messages,
+    shown in the error)."""
+    try:
+        chunks = json.loads((split_dir / "index.json").read_text())["chunks"]
+        written = sum(int(chunk["chunk_size"]) for chunk in chunks)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        written, detail = 0, f"no readable index.json ({type(err).__name__}: {err})"
+    else:
+        detail = f"its chunks hold {written} items"
+    if written != expected:
+        tail = " | ".join(log.strip().splitlines()[-5:])
+        raise RuntimeError(
+            f"LitData wrote {split_dir} short: {detail}, the folder has {expected} images (a worker "
+            f"process may have died, e.g. out of memory). Delete '{split_dir.parent}' and run again"
+            + (f". LitData said: {tail}" if tail else ".")
+        )
 
 
 def read_manifest(root: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 DPI = 100
+UNREADABLE_FIX = "Leave it out of the images given, or replace the file with one that opens."
 MIN_PANEL = 128  # panels of small images are enlarged (by a whole factor) to at least this many pixels
 
 
@@ -213,10 +214,25 @@ def save_attention_maps(
     """
     from selfsup.augment.normalize import Normalize
     from selfsup.data import load_image
+    from selfsup.data.images import ImageDecodeError
 
     if not image_paths:
         raise ValueError("no images given: pass one or more image files.")
-    images = torch.stack([load_image(path, image_size) for path in image_paths])
+    loaded, unreadable = [], []
+    for path in image_paths:
+        try:
+            loaded.append(load_image(path, image_size))
+        except ImageDecodeError as err:
+            unreadable.append(err)
+    if unreadable:  # all of them named at once, before anything is written
+        first, others = unreadable[0], unreadable[1:]
+        more = (
+            f" {len(others)} more cannot be read either: {', '.join(e.path for e in others)}."
+            if others
+            else ""
+        )
+        raise ImageDecodeError(first.path, first.reason, fix=f"{UNREADABLE_FIX}{more}") from None
+    images = torch.stack(loaded)
     names = [f"{i:03d}_{Path(path).stem}" for i, path in enumerate(image_paths)]
     device = next(encoder.parameters()).device
     normalize = Normalize(mean, std).to(device)
@@ -227,14 +243,11 @@ def save_attention_maps(
 # --- command -----------------------------------------------------------------------------------------
 
 
-def attention_command(argv: Sequence[str]) -> list[Path]:
-    """``selfsup attention CKPT_OR_EXPORT IMAGE... --out DIR [--image_size N] [--threshold 0.6]``."""
-    from jsonargparse import ArgumentParser
+def attention_parser():
+    from selfsup.arguments import CommandParser
 
-    from selfsup.export import load_encoder
-
-    parser = ArgumentParser(
-        prog="selfsup attention",
+    parser = CommandParser(
+        "attention",
         description=(
             "For each image, a PNG of the image and the class-token attention of each head of the "
             "last block (DINO's figure)."
@@ -242,7 +255,7 @@ def attention_command(argv: Sequence[str]) -> list[Path]:
     )
     parser.add_argument("model", help="a selfsup checkpoint (.ckpt) or an export folder")
     parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--out", type=str, required=True, help="folder for the PNGs")
+    parser.add_argument("--out", type=str, required=True, metavar="DIR", help="folder for the PNGs")
     parser.add_argument(
         "--image_size", type=int | None, default=None, help="image side in pixels (default: the model's)"
     )
@@ -254,7 +267,14 @@ def attention_command(argv: Sequence[str]) -> list[Path]:
     )
     parser.add_argument("--panel_size", type=int | None, default=None, help="panel width in pixels")
     parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, ... (auto: cuda if available)")
-    args = parser.parse_args(list(argv))
+    return parser
+
+
+def attention_command(argv: Sequence[str]) -> list[Path]:
+    """``selfsup attention CKPT_OR_EXPORT IMAGE... --out DIR [--image_size N] [--threshold 0.6]``."""
+    from selfsup.export import load_encoder
+
+    args = attention_parser().parse_args(list(argv))
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}.")
@@ -272,9 +292,17 @@ def attention_command(argv: Sequence[str]) -> list[Path]:
     if image_size != native and not getattr(encoder, "dynamic_img_size", False):
         encoder.set_input_size(img_size=image_size)  # timm: resamples the position embedding
     cfg = encoder.pretrained_cfg
-    return save_attention_maps(
+    paths = save_attention_maps(
         encoder, args.images, args.out, cfg["mean"], cfg["std"], image_size, args.threshold, args.panel_size
     )
+    shown = ", ".join(p.name for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    what = f"the patches holding {args.threshold:.0%} of the" if args.threshold is not None else "the"
+    print(
+        f"wrote {len(paths)} PNG{'s' if len(paths) > 1 else ''} to {args.out} ({shown}): each image at "
+        f"{image_size} px and {what} class-token attention of each of the "
+        f"{_last_block(encoder).attn.num_heads} heads of the last block"
+    )
+    return paths
 
 
 # --- callback ----------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.eval.progress import progress
+
 
 @dataclass
 class LinearProbe:
@@ -41,8 +43,10 @@ def train_linear_probe(
     weight_decay: float = 0.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    description: str | None = None,
 ) -> LinearProbe:
-    """Fit the probe on ``[N, D]`` features and ``[N]`` labels (rows with label < 0 are skipped)."""
+    """Fit the probe on ``[N, D]`` features and ``[N]`` labels (rows with label < 0 are skipped).
+    With ``description``, a progress bar counts the epochs and the time spent is printed at the end."""
     keep = labels >= 0
     x = features[keep].float().to(device)
     y = labels[keep].long().to(device)
@@ -58,15 +62,17 @@ def train_linear_probe(
     optimizer = torch.optim.SGD(linear.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = max(1, -(-len(x) // batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator).to(device)
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(linear(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    with progress(description, epochs, "epochs") as advance:
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=generator).to(device)
+            for start in range(0, len(x), batch_size):
+                idx = order[start : start + batch_size]
+                loss = F.cross_entropy(linear(x[idx]), y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+            advance(1)
     return LinearProbe(linear.eval(), mean, std)
 
 

@@ -3,6 +3,8 @@ the two feature views a task head reads (pooled, dense)."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,11 @@ def load_backbone(
     path = Path(backbone)
     if backbone.startswith("local-dir:"):
         return timm.create_model(backbone, pretrained=True, num_classes=0, **kwargs)
+    if not path.exists() and (path.suffix == ".ckpt" or _looks_like_a_path(backbone)):
+        raise FileNotFoundError(missing_backbone(path))
     if path.is_dir() or path.suffix == ".ckpt":
         from selfsup.export import load_encoder
 
-        if not path.exists():
-            raise FileNotFoundError(f"backbone '{path}' does not exist.")
         encoder = load_encoder(path, img_size=img_size, patch_size=patch_size, **kwargs)
         return encoder.train()
     if not timm.is_model(backbone):
@@ -53,6 +55,41 @@ def load_backbone(
         raise ValueError(f"patch_size applies to ViT backbones; {backbone!r} has no patches: leave it unset.")
     # a CNN takes images of any size: img_size (linked from the data) has nothing to set
     return timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
+
+
+def _looks_like_a_path(backbone: str) -> bool:
+    """A folder or file rather than a timm name: timm names hold no ``/`` (``hf-hub:org/name`` is
+    a timm name with a prefix)."""
+    return ("/" in backbone or os.sep in backbone or backbone.startswith((".", "~"))) and not re.match(
+        r"^[\w-]+:", backbone
+    )
+
+
+def _run_version(checkpoint: Path) -> int:
+    """N of ``RUN/version_N/checkpoints/last.ckpt`` (-1 for another name)."""
+    suffix = checkpoint.parent.parent.name.removeprefix("version_")
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def missing_backbone(path: Path) -> str:
+    """What to do about a backbone path that does not exist: most often the export of the
+    pretraining run (``runs/NAME/export``) has not been made yet."""
+    if path.suffix == ".ckpt":
+        return (
+            f"backbone checkpoint '{path}' does not exist: check the path (a run keeps its checkpoints in "
+            "RUN/version_N/checkpoints/)."
+        )
+    checkpoints = sorted(path.parent.glob("version_*/checkpoints/last.ckpt"), key=_run_version)
+    if checkpoints:
+        return (
+            f"backbone '{path}' does not exist: the pretraining run has not been exported yet. Make it with "
+            f"`selfsup export {checkpoints[-1]} --out {path}`, or set the backbone to that checkpoint."
+        )
+    return (
+        f"backbone '{path}' does not exist: no export folder (or checkpoint) there. Pretrain, then make the "
+        f"export with `selfsup export RUN/version_N/checkpoints/last.ckpt --out {path}`; or set the backbone "
+        "to a selfsup .ckpt or a timm model name."
+    )
 
 
 def pool_output(backbone: nn.Module, out: torch.Tensor, num_prefix: int, pool: str) -> torch.Tensor:

@@ -39,10 +39,11 @@ from typing import Any
 from torch import nn
 
 from selfsup.contract import load_checkpoint, read_meta
-from selfsup.export import export_metadata, write_export
+from selfsup.export import EXPORT_WHAT, EXPORT_WRITES, export_metadata, write_export
 from selfsup.finetune.backbone import is_vit
 from selfsup.finetune.module import FineTune
 from selfsup.finetune.strategies import NotExportable
+from selfsup.output_folder import check_target
 
 DETECTOR_FILE = "detector.safetensors"
 
@@ -59,8 +60,7 @@ def export_finetuned(
     checkpoint_path: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False
 ) -> Path:
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"'{out_dir}' exists; pass overwrite=True (--overwrite) to replace it.")
+    check_target(out_dir, overwrite, EXPORT_WRITES, EXPORT_WHAT)
     checkpoint = load_checkpoint(checkpoint_path)
     meta = read_meta(checkpoint, checkpoint_path).require(checkpoint_path, kind="finetune")
     module = FineTune.from_checkpoint(checkpoint_path)
@@ -119,6 +119,7 @@ def export_finetuned(
         meta.std,
         metadata,
         extra_files,
+        overwrite=overwrite,
     )
 
 

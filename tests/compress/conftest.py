@@ -30,6 +30,8 @@ COMMAND = [
     "[1, 4]",
     "--latency_repeats",
     "1",
+    "--threads",  # not the default (every core): the tests share the machine's cores
+    "1",
 ]
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -15,7 +17,13 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from selfsup.cli import main
 from selfsup.compress import NotAnExport, compress, compress_command
+from selfsup.compress.api import COMPRESS_WRITES
+from selfsup.compress.measure import cpu_cores
+from selfsup.output_folder import foreign_entries
+
+INT8_FILES = ["README.txt", "config.json", "model_int8.safetensors", "selfsup.json"]
 
 VARIANTS = ["original", "int8", "pruned", "onnx", "onnx_int8"]
 # Stated accuracy drops (0..1) against the original on the 150 held-out digits: int8 (torchao weight-only,
@@ -40,12 +48,16 @@ def test_command_writes_the_table(compressed):
     assert sizes["int8"] < 0.35 * sizes["original"] and sizes["onnx_int8"] < 0.35 * sizes["onnx"]
     assert (out / "compress.png").read_bytes()[:4] == b"\x89PNG"
     report = json.loads((out / "compress.json").read_text())
-    assert set(report["artefacts"]) == set(VARIANTS[1:]) and report["torch_threads"] == compressed.threads
+    assert (
+        set(report["artefacts"]) == set(VARIANTS[1:]) and report["torch_threads"] == compressed.threads == 1
+    )
+    assert report["cpu_cores"] == cpu_cores() and report["load_average_1min"] >= 0
     for name in VARIANTS[1:]:
         meta = json.loads((out / name / "selfsup.json").read_text())
         assert meta["compression"]["method"] in ("int8", "prune", "onnx", "onnx_int8")
         assert "load" in meta and (out / name / "README.txt").read_text().count("Load it") == 1
     assert not list(out.parent.glob(".out.*"))  # no staging folder left behind
+    assert foreign_entries(out, COMPRESS_WRITES) == []  # everything compress writes is in COMPRESS_WRITES
 
 
 def test_accuracy_within_the_stated_drop(compressed):
@@ -180,6 +192,45 @@ def test_bad_sources_and_outputs(tiny_export, tmp_path):
     with pytest.raises(FileExistsError, match="--overwrite"):
         compress(tiny_export, tmp_path / "out", int8=True)
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_an_earlier_output_only_with_the_umask_permissions(tiny_export, tmp_path, capsys):
+    """--overwrite replaces a compress output, never a folder holding anything else (a user's file is
+    kept and named); the folders come out 0o755 and the files 0o644 under umask 022, as mkdir and open
+    make them (tempfile's 0o700 locked other users out)."""
+    out = tmp_path / "out"
+    command = [
+        "compress",
+        str(tiny_export),
+        "--out",
+        str(out),
+        "--latency_batches",
+        "[1]",
+        "--latency_repeats",
+        "1",
+    ]
+    previous, threads = os.umask(0o022), torch.get_num_threads()
+    try:
+        main([*command, "--int8"])
+        # timed with every physical core by default, reported, and torch's own setting put back
+        assert json.loads((out / "compress.json").read_text())["torch_threads"] == cpu_cores()
+        assert torch.get_num_threads() == threads
+        main([*command, "--int8", "true", "--overwrite"])  # the bare flag and `true` both parse
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*")}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755 and modes["int8"] == 0o755
+    assert {name: mode for name, mode in modes.items() if name != "int8"} == dict.fromkeys(
+        ["compress.csv", "compress.json", "compress.png", *(f"int8/{f}" for f in INT8_FILES)], 0o644
+    )
+    (out / "important.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--int8", "--overwrite"])
+    assert exit_info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds 1 entry that a compress output does not write (important.txt)" in last
+    assert (out / "important.txt").read_text() == "mine" and (out / "int8" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
 
 
 def test_a_failure_half_way_leaves_nothing(tiny_export, tmp_path, monkeypatch):

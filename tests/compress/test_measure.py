@@ -3,12 +3,13 @@ the deployed call."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 import torch
 
-from selfsup.compress.measure import accuracy, latency_ms, size_mb
+from selfsup.compress.measure import accuracy, cpu_cores, latency_ms, size_mb
 
 
 def test_size_counts_files_and_folders(tmp_path):
@@ -36,6 +37,35 @@ def test_latency_is_the_interleaved_median_per_image():
     assert ms["fast"][4] < ms["slow"][4] / 10
     with pytest.raises(ValueError, match="latency_repeats"):
         latency_ms({"slow": slow}, {1: torch.zeros(1, 1)}, repeats=0)
+
+
+def test_latency_pins_the_thread_count_it_is_given_and_puts_torchs_back():
+    before = torch.get_num_threads()
+    pinned = 2 if before == 1 else 1
+    seen = []
+
+    def forward(x):
+        seen.append(torch.get_num_threads())
+
+    latency_ms({"model": forward}, {1: torch.zeros(1, 1)}, repeats=2, warmup=1, threads=pinned)
+    assert seen == [pinned] * 3 and torch.get_num_threads() == before
+
+    def failing(x):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        latency_ms({"model": failing}, {1: torch.zeros(1, 1)}, repeats=1, threads=pinned)
+    assert torch.get_num_threads() == before
+
+
+def test_cpu_cores_counts_only_the_cpus_this_process_may_run_on():
+    allowed = os.sched_getaffinity(0)
+    assert 1 <= cpu_cores() <= len(allowed)
+    os.sched_setaffinity(0, {min(allowed)})  # as `taskset -c N` or a container's CPU set would
+    try:
+        assert cpu_cores() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def test_accuracy_of_separable_features():

@@ -176,3 +176,59 @@ def test_classes_keeps_those_class_folders_in_both_splits_relabelled_in_order(tm
     digits.setup()
     assert digits.classes == ["7", "3"] and set(digits.train_set.targets) == {0, 1}
     assert len(digits.train_set) + len(digits.val_set) == 179 + 183  # every 7 and 3 of the 1,797 digits
+
+
+def test_batch_size_larger_than_the_training_split_warns_once_with_the_sizes(recwarn):
+    from types import SimpleNamespace
+
+    def batch_warnings():
+        return [str(w.message) for w in recwarn if "batch_size" in str(w.message)]
+
+    small = ImageDataModule(batch_size=16, num_workers=0, train_subset=10)
+    loader = small.train_dataloader()
+    assert len(loader) == 1  # the whole epoch: one batch of 10
+    [message] = batch_warnings()
+    assert "batch_size (16)" in message and "10 training images" in message and "at most 10" in message
+    recwarn.clear()
+    ddp = ImageDataModule(batch_size=16, num_workers=0, train_subset=24)  # 12 per process over 2
+    ddp.trainer = SimpleNamespace(world_size=2, global_rank=0)
+    ddp.train_dataloader()
+    [message] = batch_warnings()
+    assert "24 training images (12 per process over 2 processes)" in message and "at most 12" in message
+    recwarn.clear()
+    ImageDataModule(batch_size=10, num_workers=0, train_subset=10).train_dataloader()
+    assert not batch_warnings()  # one full batch: nothing to say
+
+
+def test_relative_root_is_saved_absolute_for_checkpoints(tmp_path, monkeypatch):
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+    write_image_folder(tmp_path / "runs" / "data", classes=("a",), per_class=2, splits=("train",))
+    monkeypatch.chdir(tmp_path / "runs")
+    dm = ImageDataModule("folder", "data", image_size=8, num_workers=0)
+    assert dm.hparams["root"] == str(tmp_path / "runs" / "data")  # what a checkpoint records
+    assert dm.root == "data"  # the run itself reads the folder as configured
+    config = {"source": "folder", "root": "data", "image_size": 8, "num_workers": 0}
+    cli = "lightning.pytorch.cli.instantiate_module"
+    with _given_hyperparameters_context(hparams=config, instantiator=cli):  # as LightningCLI builds it
+        from_cli = ImageDataModule(**config)
+    assert from_cli.hparams["root"] == str(tmp_path / "runs" / "data")
+    monkeypatch.chdir(tmp_path)  # probed from another folder
+    again = ImageDataModule(**{k: v for k, v in dm.hparams.items() if k in ("source", "root", "image_size")})
+    again.setup()
+    assert len(again.train_set) == 2
+    remote = ImageDataModule("streaming", "s3://bucket/data", num_workers=0)
+    assert remote.hparams["root"] == "s3://bucket/data"  # a URL is left as it is
+
+
+def test_more_workers_than_cores_are_capped_without_torchs_warning(recwarn, monkeypatch):
+    """Configs written for GPU nodes ask for 8 workers; on a 2-core machine each loader warned."""
+    import selfsup.data.datamodule as datamodule
+
+    monkeypatch.setattr(datamodule, "available_cores", lambda: 2)
+    dm = ImageDataModule(batch_size=16, num_workers=8, train_subset=32, val_subset=16)
+    loaders = [dm.train_dataloader(), dm.val_dataloader()]
+    assert [loader.num_workers for loader in loaders] == [2, 2]
+    assert not [w for w in recwarn if "worker processes in total" in str(w.message)]
+    dm = ImageDataModule(batch_size=16, num_workers=1, train_subset=32)
+    assert dm.train_dataloader().num_workers == 1

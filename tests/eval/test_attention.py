@@ -162,6 +162,41 @@ def test_saved_pngs_have_one_panel_per_head(tmp_path):
     assert png_sizes(out) == [(4 * 40, 40)]
 
 
+def test_the_command_says_what_it_wrote_and_names_every_unreadable_image(tmp_path, capsys):
+    """`attention` printed nothing when it succeeded, and on a bad image suggested `data.skip_corrupt`,
+    which it does not have."""
+    from selfsup.cli import main
+    from selfsup.export import write_export
+
+    model = write_export(tmp_path / "export", encoder(), "t", (0.5,) * 3, (0.25,) * 3, {"method": "t"})
+    images = write_images(tmp_path, count=3)
+    main(["attention", str(model), *map(str, images), "--out", str(tmp_path / "maps"), "--device", "cpu"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [
+        f"wrote 3 PNGs to {tmp_path / 'maps'} (000_img0.png, 001_img1.png, 002_img2.png): each image at 16 px "
+        f"and the class-token attention of each of the {HEADS} heads of the last block"
+    ]
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [
+        "000_img0.png",
+        "001_img1.png",
+        "002_img2.png",
+    ]
+
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    argv = ["attention", str(model), str(images[0]), str(tmp_path / "bad.png"), str(tmp_path / "empty.jpg")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "bad_maps"), "--device", "cpu"])
+    assert exit_info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"selfsup: error: Cannot read image '{tmp_path / 'bad.png'}'")
+    assert last.endswith(
+        "Leave it out of the images given, or replace the file with one that opens. "
+        f"1 more cannot be read either: {tmp_path / 'empty.jpg'}."
+    )
+    assert "skip_corrupt" not in last and not (tmp_path / "bad_maps").exists()
+
+
 class RecordingLogger(Logger):
     """A logger whose experiment records ``add_image`` calls (TensorBoard's API)."""
 

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from jsonargparse import ArgumentError
 from PIL import Image
 
 import selfsup.eval.probe as probe_module
@@ -84,8 +85,10 @@ def test_probe_command_line(tiny_runs, tmp_path):
         ]
     )
     assert len(results) == 1 and set(results[0].knn_top1) == {5} and results[0].num_val == 60
-    with pytest.raises(SystemExit):
-        run(["probe", str(last), "--data.sorce", "digits"])
+    with pytest.raises(
+        ArgumentError, match="unrecognized option '--data.sorce'. Did you mean '--data.source'"
+    ):
+        run(["probe", str(last), "--data.sorce", "digits"])  # `selfsup` prints it as one line, status 2
 
 
 def test_probe_errors(tiny_runs, tmp_path):
@@ -99,5 +102,130 @@ def test_probe_errors(tiny_runs, tmp_path):
         probe_module.probe_checkpoint(
             last,
             probe_module.ImageDataModule(image_size=32, num_workers=0),
-            probe_module.FeatureCache(tmp_path / "c"),
+            probe_module.ProbeCache(tmp_path / "c"),
         )
+
+
+def test_probe_reports_when_the_cache_cannot_be_written(tiny_runs, tmp_path, monkeypatch):
+    """A cache folder that cannot be created or written (here: under a regular file, which fails for
+    root too, as a read-only disk does) is a warning; the probe still scores and reports, and
+    last.ckpt still shares the computation of the checkpoint it repeats."""
+    run_dir = tiny_runs["simclr"]["run_dir"]
+    calls = []
+    real_extract = probe_module.extract_features
+    monkeypatch.setattr(
+        probe_module, "extract_features", lambda *a, **k: calls.append(1) or real_extract(*a, **k)
+    )
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "report"
+    with pytest.warns(UserWarning, match="could not cache the probe's features in .*a_file"):
+        results = probe([run_dir], probe_epochs=2, ks=(5,), out=out, cache_dir=tmp_path / "a_file" / "cache")
+    assert len(results) == 2 and len(calls) == 2 * 2 and not any(r.features_from_cache for r in results)
+    assert [e["linear_top1"] for e in json.loads((out / "probe.json").read_text())] == [
+        r.linear_top1 for r in results
+    ]
+
+
+def test_a_second_probe_reads_the_scores_back(tiny_runs, tmp_path, monkeypatch):
+    last = tiny_runs["mae"]["run_dir"] / "checkpoints" / "last.ckpt"
+    kwargs = {"probe_epochs": 3, "ks": (5,), "out": tmp_path / "out", "cache_dir": tmp_path / "cache"}
+    (first,) = probe([last], **kwargs)
+
+    def no_probe(*args, **kw):
+        raise AssertionError("the linear probe ran again")
+
+    monkeypatch.setattr(probe_module, "train_linear_probe", no_probe)
+    monkeypatch.setattr(probe_module, "extract_features", no_probe)
+    (second,) = probe([last], **kwargs)
+    assert second.scores_from_cache and second.features_from_cache and not first.scores_from_cache
+    assert (second.knn_top1, second.linear_top1, second.linear_top5) == (
+        first.knn_top1,
+        first.linear_top1,
+        first.linear_top5,
+    )
+    # other probe settings are other scores: computed (from the cached features)
+    with pytest.raises(AssertionError, match="ran again"):
+        probe([last], **{**kwargs, "probe_epochs": 4})
+    with pytest.raises(AssertionError, match="ran again"):
+        probe([last], **{**kwargs, "temperature": 0.1})
+
+
+def test_duplicates_share_one_row_and_export_finds_their_scores(tiny_runs, tmp_path, capsys, monkeypatch):
+    """last.ckpt repeats epoch1.ckpt: one computation and one row naming both; probe.json lists
+    both paths; export of either (or of a copy elsewhere, matched by weights) gets the scores."""
+    import shutil
+
+    monkeypatch.setenv("COLUMNS", "200")  # a table row on one line, as in a wide terminal
+
+    run_dir = tiny_runs["simclr"]["run_dir"]
+    ckpts = run_dir / "checkpoints"
+    out = tmp_path / "report"
+    results = probe([run_dir], probe_epochs=2, ks=(5,), out=out, cache_dir=tmp_path / "cache")
+    assert len(results) == 2
+    assert results[1].checkpoints == [str(ckpts / "epoch1.ckpt"), str(ckpts / "last.ckpt")]
+    assert "epoch1.ckpt = last.ckpt" in capsys.readouterr().out
+    entries = json.loads((out / "probe.json").read_text())
+    assert {p for e in entries for p in e["checkpoints"]} == {str(p) for p in ckpts.glob("*.ckpt")}
+    copy = tmp_path / "elsewhere" / "copy.ckpt"
+    copy.parent.mkdir()
+    shutil.copy(ckpts / "last.ckpt", copy)
+    for name, checkpoint in (("last", ckpts / "last.ckpt"), ("best", ckpts / "epoch1.ckpt"), ("copy", copy)):
+        exported = run(
+            ["export", str(checkpoint), "--out", str(tmp_path / name), "--probe", str(out / "probe.json")]
+        )
+        meta = json.loads((exported / "selfsup.json").read_text())
+        assert meta["probe"]["linear_top1"] == results[1].linear_top1, name
+        assert meta["probe"]["knn_top1"] == {"5": results[1].knn_top1[5]}, name
+    exported = run(
+        [
+            "export",
+            str(ckpts / "epoch0.ckpt"),
+            "--out",
+            str(tmp_path / "e0"),
+            "--probe",
+            str(out / "probe.json"),
+        ]
+    )
+    assert (
+        json.loads((exported / "selfsup.json").read_text())["probe"]["linear_top1"] == results[0].linear_top1
+    )
+
+
+def test_the_report_counts_epochs_completed(tiny_runs, tmp_path, monkeypatch):
+    """The table's column and the plot's axis say "epochs", the count of epochs completed that the
+    checkpoint names and the export metadata use."""
+    import torch
+    from rich.console import Console
+
+    import selfsup.eval.plots as plots
+    from selfsup.export import epochs_trained
+
+    run_dir = tiny_runs["simclr"]["run_dir"]
+    labels = []
+    monkeypatch.setattr(
+        plots, "accuracy_curves_png", lambda series, path, title="", xlabel="": labels.append(xlabel)
+    )
+    results = probe([run_dir], probe_epochs=2, ks=(5,), out=tmp_path / "a", cache_dir=tmp_path / "cache")
+    for r in results:
+        assert r.epoch == epochs_trained(torch.load(r.checkpoint, map_location="cpu", weights_only=False))
+    console = Console(record=True, width=200)
+    probe_module.write_report(results, tmp_path / "b", console=console)
+    lines = console.export_text().splitlines()
+    header = next(line for line in lines if "checkpoint" in line)
+    columns = [c.strip() for c in header.strip("┃ ").split("┃")]
+    assert columns[:3] == ["checkpoint", "method", "epochs"]
+    rows = [[c.strip() for c in line.strip("│ ").split("│")] for line in lines if ".ckpt" in line]
+    assert [row[2] for row in rows] == [str(r.epoch) for r in results] == ["1", "2"]
+    assert labels and labels[0] == "epochs completed"
+
+
+def test_a_relative_data_root_that_is_not_here_asks_for_data_root(tiny_runs, tmp_path, monkeypatch):
+    checkpoint = probe_module.load_checkpoint(tiny_runs["simclr"]["run_dir"] / "checkpoints" / "last.ckpt")
+    checkpoint["datamodule_hyper_parameters"] = {"source": "folder", "root": "data/cifar10"}
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="'data/cifar10' is relative .* pass --data.root"):
+        probe_module.data_for(checkpoint, {})
+    # with --data.root, or where the relative root exists from here, the data module is built
+    assert probe_module.data_for(checkpoint, {"root": str(tmp_path)}).root == str(tmp_path)
+    (tmp_path / "data" / "cifar10").mkdir(parents=True)
+    assert probe_module.data_for(checkpoint, {}).root == "data/cifar10"

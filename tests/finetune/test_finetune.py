@@ -181,3 +181,34 @@ def test_classification_configs_run_one_step(name, tiny_runs, tmp_path, monkeypa
         ]
     )
     assert cli.trainer.global_step == 1 and cli.model.strategy.name == name
+
+
+def test_a_backbone_export_that_is_not_made_yet_says_how_to_make_it(tmp_path):
+    """A fine-tune config run before its export exists failed with `Unknown timm model name
+    'runs/.../export'`: it now says the export is missing and gives the command that makes it."""
+    from selfsup.finetune.backbone import load_backbone
+
+    run_dir = tmp_path / "runs" / "simclr_vit_tiny_cifar10"
+    export_dir = run_dir / "export"
+    with pytest.raises(FileNotFoundError) as error:
+        load_backbone(str(export_dir))
+    message = str(error.value)
+    assert f"backbone '{export_dir}' does not exist" in message and "Unknown timm" not in message
+    assert f"selfsup export RUN/version_N/checkpoints/last.ckpt --out {export_dir}" in message
+    for version in (0, 2, 10):
+        (run_dir / f"version_{version}" / "checkpoints").mkdir(parents=True)
+        (run_dir / f"version_{version}" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as error:
+        load_backbone(str(export_dir))
+    newest = run_dir / "version_10" / "checkpoints" / "last.ckpt"
+    assert f"Make it with `selfsup export {newest} --out {export_dir}`" in str(error.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_backbone("runs/missing/last.ckpt")
+
+
+def test_every_file_a_finetune_export_writes_may_be_overwritten():
+    """--overwrite replaces only what an export writes: the fine-tune exports' extra files included."""
+    from selfsup.export import EXPORT_WRITES
+    from selfsup.finetune.export import DETECTOR_FILE
+
+    assert {DETECTOR_FILE, "head.safetensors"} <= set(EXPORT_WRITES)
