@@ -1,7 +1,10 @@
 """selfsup: self-supervised pretraining of Vision Transformers on PyTorch Lightning.
 
 The names below load on first use, so ``import selfsup.losses`` (or any light submodule) does not
-pull in Lightning, Kornia, matplotlib or torchmetrics.
+pull in Lightning, Kornia, matplotlib or torchmetrics. So do the methods: ``selfsup.<ClassName>``
+is any method the registry discovers (``selfsup.methods``: a file in ``selfsup/methods/`` or a
+package's ``selfsup.methods`` entry point), so ``model.class_path: selfsup.<ClassName>`` works in a
+config with nothing else edited.
 """
 
 from __future__ import annotations
@@ -17,11 +20,6 @@ _EXPORTS = {
     "create_encoder": "selfsup.encoders.vit",
     "FineTune": "selfsup.finetune.module",
     "PretrainModule": "selfsup.methods.base",
-    "SimCLR": "selfsup.methods.simclr",
-    "MAE": "selfsup.methods.mae",
-    "DINO": "selfsup.methods.dino",
-    "MoCoV3": "selfsup.methods.mocov3",
-    "Distill": "selfsup.methods.distill",
     "METHODS": "selfsup.methods",
     "load_encoder": "selfsup.export",
     "export": "selfsup.export",
@@ -29,23 +27,34 @@ _EXPORTS = {
     "CheckpointError": "selfsup.contract",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+# `__all__` lists the built-in methods for `from selfsup import *`; every discovered method resolves
+__all__ = [*_EXPORTS, "SimCLR", "MAE", "DINO", "MoCoV3", "Distill", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name.startswith("_"):  # dunder probes (__path__, __file__...) never trigger discovery
         raise AttributeError(f"module 'selfsup' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    else:
+        from selfsup.methods import find_class
+
+        entry = find_class(name)
+        if entry is None:
+            raise AttributeError(f"module 'selfsup' has no attribute {name!r}")
+        value = entry.load()
     globals()[name] = value  # cache: later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    from selfsup.methods import registry
+
+    return sorted(set(globals()) | set(__all__) | {e.class_name for e in registry().values()})
 
 
-if TYPE_CHECKING:  # static analysers and IDEs see the real names
+if TYPE_CHECKING:  # static analysers and IDEs see the real names (a new method need not be added here)
     from selfsup.contract import CheckpointError, load_checkpoint
     from selfsup.data.datamodule import ImageDataModule
     from selfsup.encoders.vit import create_encoder

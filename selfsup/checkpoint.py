@@ -26,8 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from selfsup import distributed
 from selfsup._lightning import batches_done_in_epoch
 from selfsup.atomic import atomic_write_bytes
-from selfsup.contract import CheckpointError, load_checkpoint
-from selfsup.export import epochs_trained
+from selfsup.contract import CheckpointError, epochs_trained, load_checkpoint
 
 __all__ = [
     "AtomicCheckpointIO",

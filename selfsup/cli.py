@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-RUN_ROOT = "runs"
+from selfsup.settings import PROGRESS_REFRESH_STEPS, RUN_ROOT
+
 DEBUG_FLAG = "--debug"
-PROGRESS_REFRESH_STEPS = 10
 
 
 class Command(NamedTuple):
@@ -35,9 +35,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("selfsup.commands:export_command", "write a checkpoint as a folder plain timm loads"),
     "compress": Command("selfsup.compress:compress_command", "int8, pruned and ONNX versions of an export"),
     "attention": Command("selfsup.eval.attention:attention_command", "class-token attention maps as PNGs"),
-    "preview": Command(
-        "selfsup.augment.preview:preview_command", "a PNG of the augmented views a config makes"
-    ),
+    "preview": Command("selfsup.commands:preview_command", "a PNG of the augmented views a config makes"),
     "data": Command("selfsup.commands:data_command", "data optimize: an ImageFolder as streaming chunks"),
 }
 LIGHTNING_COMMANDS: dict[str, str] = {
@@ -149,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if isinstance(err, ArgumentError):  # the command line or config does not parse
             from selfsup.arguments import UsageError
-            from selfsup.lightning_cli import parser_error
+            from selfsup.cli_errors import parser_error
 
             # a subcommand's parser (selfsup.arguments) has already written it as one line
             message = str(err) if isinstance(err, UsageError) else parser_error(err)
@@ -165,4 +163,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["COMMANDS", "RUN_ROOT", "main", "run"]
+__all__ = ["COMMANDS", "PROGRESS_REFRESH_STEPS", "RUN_ROOT", "main", "run"]

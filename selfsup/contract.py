@@ -8,7 +8,8 @@ teacher's encoder for EMA methods), the state-dict prefix of that backbone, its 
 its preprocessing. :meth:`ModelSpec.build` is the only place a backbone is rebuilt from a spec.
 
 This module is neutral: it imports torch, timm and the encoder factory, never Lightning, the
-methods or the fine-tune module, so loading and exporting need none of them.
+methods or the fine-tune code, so loading and exporting need none of them (a fine-tune checkpoint's
+backbone weights go through its strategy, loaded by name: :data:`FINETUNE_BACKBONE_STATE`).
 
 Formats:
     1  selfsup 0.1 (pretraining and fine-tune checkpoints with two different layouts); read and
@@ -19,6 +20,7 @@ Formats:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import pickle
 import zipfile
@@ -29,8 +31,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from selfsup.contract_format1 import FORMAT_1_STATE_KEYS, from_format_1, pair
+
 CHECKPOINT_KEY = "selfsup"
 FORMAT = 2
+
+FINETUNE_BACKBONE_STATE = "selfsup.finetune.strategies:plain_backbone_state"
+"""``module:function`` that turns a fine-tune checkpoint's backbone weights into a plain timm model's,
+given the checkpoint's strategy record. The strategies are fine-tune code, above this module: it is
+loaded by name when a fine-tune checkpoint's backbone is read, never imported here, and this module
+names no strategy."""
 
 Kind = Literal["pretrain", "finetune"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,12 +79,6 @@ def as_config(cls: type, value: Any) -> Any:
     raise TypeError(f"expected {cls.__name__} or a dict of its fields, got {type(value).__name__}.")
 
 
-def _pair(value: Any) -> int | None:
-    if value is None:
-        return None
-    return int(value[0]) if isinstance(value, (list, tuple)) else int(value)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild a backbone without its weights (JSON-serialisable).
@@ -108,8 +112,8 @@ class ModelSpec:
             return cls(
                 name,
                 args,
-                _pair(model.patch_embed.img_size),
-                _pair(model.patch_embed.patch_size),
+                pair(model.patch_embed.img_size),
+                pair(model.patch_embed.patch_size),
                 vit=True,
             )
         return cls(name, args, vit=False)
@@ -198,7 +202,7 @@ class CheckpointMeta:
                 f"formats 1 to {FORMAT}). Upgrade selfsup (pip install -U selfsup) to read it."
             )
         if version == 1:
-            data = _from_format_1(data)
+            data = from_format_1(data, FORMAT)
         try:
             fields = dict(data)
             fields["backbone"] = ModelSpec(**fields["backbone"])
@@ -231,62 +235,6 @@ class CheckpointMeta:
                 f"checkpoint of a {method} run, or use the {self.method} config to resume this one."
             )
         return self
-
-
-def _from_format_1(old: dict[str, Any]) -> dict[str, Any]:
-    """selfsup 0.1 wrote two layouts under the same key and ``format: 1``."""
-    encoder = dict(old["encoder"])
-    args = dict(encoder.get("model_args", {}))
-    common = {
-        "mean": old["mean"],
-        "std": old["std"],
-        "pool": old.get("pool", "token"),
-        "backbone_prefix": "encoder.",
-        "format": FORMAT,
-    }
-    if old.get("method") != "finetune":
-        spec = {
-            "name": encoder["name"],
-            "model_args": args,
-            "img_size": encoder["img_size"],
-            "patch_size": encoder["patch_size"],
-            "vit": True,
-        }
-        return {
-            **common,
-            "kind": "pretrain",
-            "method": old["method"],
-            "backbone": spec,
-            "world_size": old.get("world_size", 1),
-        }
-    vit = bool(encoder.get("vit"))
-    img_size = _pair(args.pop("img_size", None)) if vit else None
-    patch_size = _pair(args.pop("patch_size", None)) if vit else None
-    spec = {
-        "name": encoder["name"],
-        "model_args": args,
-        "img_size": img_size,
-        "patch_size": patch_size,
-        "vit": vit,
-    }
-    task = {
-        "name": old["task"],
-        "num_classes": old["num_classes"],
-        "head": (old.get("head") or {}).get("kind", "linear"),
-        "strategy": old["strategy"],
-    }
-    return {
-        **common,
-        "kind": "finetune",
-        "method": "finetune",
-        "backbone": spec,
-        "task": task,
-        "pretrained_from": old.get("pretrained_from"),
-    }
-
-
-FORMAT_1_STATE_KEYS = {"head.": "task.head."}
-"""Fine-tune state-dict prefixes renamed by format 2 (the head moved into the task object)."""
 
 
 def upgrade_checkpoint(
@@ -367,6 +315,15 @@ def read_meta(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint
     return CheckpointMeta.from_dict(checkpoint[CHECKPOINT_KEY], path)
 
 
+def epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """Training epochs whose batches were all processed when ``checkpoint`` was written (Lightning's
+    ``epoch`` field is the index of the epoch in progress, one less at the end of an epoch)."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0))
+
+
 def backbone_state_dict(
     checkpoint: dict[str, Any], meta: CheckpointMeta, path: str | os.PathLike = "<checkpoint>"
 ) -> dict[str, torch.Tensor]:
@@ -398,21 +355,15 @@ def load_backbone_weights(
 def plain_backbone_state(
     checkpoint: dict[str, Any], meta: CheckpointMeta, path: str | os.PathLike = "<checkpoint>"
 ) -> dict[str, torch.Tensor]:
-    """The backbone's weights as a plain timm model has them: a LoRA fine-tune's adapters merged
-    into the weights; adapter and prompt fine-tunes refused (their backbones are not plain timm)."""
+    """The backbone's weights as a plain timm model has them. A fine-tune's weights go through its
+    strategy (:data:`FINETUNE_BACKBONE_STATE`): LoRA's adapters merged into the weights; adapter and
+    prompt fine-tunes refused (their backbones are not plain timm)."""
     state = backbone_state_dict(checkpoint, meta, path)
-    strategy = meta.task.get("strategy") or {} if meta.kind == "finetune" else {}
-    name = strategy.get("name")
-    if name == "lora":
-        from selfsup.finetune.lora import merge_lora_state_dict
-
-        return merge_lora_state_dict(state, float(strategy["alpha"]) / float(strategy["rank"]))
-    if name in ("adapter", "prompt"):
-        raise CheckpointError(
-            f"'{path}' is a fine-tune with the {name} strategy, whose backbone has layers a plain timm model "
-            "lacks: load the whole model with selfsup.FineTune.from_checkpoint(PATH) instead."
-        )
-    return state
+    if meta.kind != "finetune":
+        return state
+    module, function = FINETUNE_BACKBONE_STATE.split(":")
+    to_plain = getattr(importlib.import_module(module), function)
+    return to_plain(state, meta.task.get("strategy") or {}, str(path))
 
 
 def build_backbone(

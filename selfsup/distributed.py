@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def is_distributed() -> bool:
@@ -82,6 +83,14 @@ def mean_rows(rows: torch.Tensor) -> torch.Tensor:
     of rows (a last, shorter batch). No host sync."""
     total = all_reduce_sum(torch.cat([rows.sum(dim=0), rows.new_full((1,), rows.shape[0])]))
     return total[:-1] / total[-1]
+
+
+def gathering_forward(wrapped: nn.Module) -> nn.Module | None:
+    """``wrapped`` (a training strategy's model) when it is an FSDP wrapper, whose forward gathers the
+    sharded parameters on every process; None otherwise (the module's own forward will do)."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return wrapped if isinstance(wrapped, FullyShardedDataParallel) else None
 
 
 def gather_object(obj: object) -> list[object]:

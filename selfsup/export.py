@@ -17,6 +17,7 @@ declared backbone: the encoder, or the momentum teacher's encoder for DINO and M
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from selfsup.contract import (
     CheckpointError,
     CheckpointMeta,
     build_backbone,
+    epochs_trained,  # re-exported: it lived here before selfsup.contract
     load_checkpoint,
     plain,
     read_meta,
@@ -44,15 +46,10 @@ METADATA_FILE = "selfsup.json"
 EXPORT_WRITES = (*EXPORT_FILES, METADATA_FILE, "head.safetensors", "detector.safetensors")
 EXPORT_WHAT = "an export"
 EXPORT_FORMAT = 2
-
-
-def epochs_trained(checkpoint: dict[str, Any]) -> int:
-    """Training epochs whose batches were all processed when ``checkpoint`` was written (Lightning's
-    ``epoch`` field is the index of the epoch in progress, one less at the end of an epoch)."""
-    try:
-        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
-    except (KeyError, TypeError):
-        return int(checkpoint.get("epoch", 0))
+KIND_EXPORTERS = {"finetune": "selfsup.finetune.export:export_finetuned"}
+"""``module:function`` exporting each checkpoint kind besides pretraining. A fine-tune's export builds on
+this module (``write_export``, ``export_metadata``) and sits above it: it is loaded by name when such a
+checkpoint is exported, never imported here."""
 
 
 def _check_expected(path: Path, found: dict[str, Any], method: str | None, expected: dict[str, Any]) -> None:
@@ -167,10 +164,10 @@ def export(
     check_target(out_dir, overwrite, EXPORT_WRITES, EXPORT_WHAT)
     checkpoint = load_checkpoint(checkpoint_path)
     meta = read_meta(checkpoint, checkpoint_path)
-    if meta.kind == "finetune":
-        from selfsup.finetune.export import export_finetuned
-
-        return export_finetuned(checkpoint_path, out_dir, overwrite=overwrite)
+    if meta.kind in KIND_EXPORTERS:
+        module, function = KIND_EXPORTERS[meta.kind].split(":")
+        export_kind = getattr(importlib.import_module(module), function)
+        return export_kind(checkpoint_path, out_dir, overwrite=overwrite)
     pool = pool or meta.pool
     encoder = build_backbone(checkpoint, checkpoint_path, pool=pool)
     metadata = export_metadata(checkpoint, meta, checkpoint_path, pool=pool, probe=probe_scores or {})

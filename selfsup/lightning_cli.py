@@ -19,8 +19,8 @@ from selfsup._lightning import (
     throttle_sigterm_broadcast,
 )
 from selfsup.checkpoint import ExactResume
-from selfsup.cli import PROGRESS_REFRESH_STEPS, RUN_ROOT
 from selfsup.contract import CheckpointError, load_checkpoint, read_meta
+from selfsup.settings import PROGRESS_REFRESH_STEPS, RUN_ROOT
 
 SIGTERM_CHECK_STEPS = 20
 
@@ -174,12 +174,20 @@ class SelfSupCLI(LightningCLI):
         class_path = hparams.pop("_class_path", None) or config.model.class_path
         if hparams:
             model = {"class_path": class_path, "init_args": hparams}
+            before = _flat(config.model.get("init_args"))
             try:
                 self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
             except ArgumentError:
                 # arguments recorded in a form the parser does not take back (a fine-tune strategy
                 # without its class_path): keep the config's; before_fit checks that the weights fit
-                pass
+                return
+            after = _flat(self.config[subcommand].model.get("init_args"))
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            if changed:
+                shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+                print(
+                    f"resuming with the model arguments recorded in '{path}'; they differ from the config in: {shown}"
+                )
 
     @staticmethod
     def _check_method(config, meta, path: Path) -> None:
@@ -274,6 +282,18 @@ class SelfSupCLI(LightningCLI):
         config.ckpt_path = str(latest)
 
 
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    """A nested config (namespaces, dicts) as ``{"a.b": leaf}``, to compare two of them."""
+    if value is not None and hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        flat: dict[str, object] = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): list(value) if isinstance(value, tuple) else value}
+
+
 def _resume_command(path: Path) -> str:
     config = path.parent.parent / "config.yaml"
     if config.is_file():
@@ -323,77 +343,3 @@ def cli_arguments(args: Sequence[str] | None) -> dict[str, Any]:
         "auto_configure_optimizers": False,
         "args": None if args is None else list(args),
     }
-
-
-def parser_error(err: Exception) -> str:
-    """jsonargparse's multi-line error (the union of every subtype it tried, the value given) as the
-    one line a user needs: what is wrong, where, and a suggestion when a name is misspelt."""
-    import difflib
-    import re
-
-    text = str(err)
-    unknown = re.search(r"Option '([^']+)' is not accepted", text)
-    klass = re.search(r"Problem with given class_path '([^']+)'", text)
-    key = re.search(r'Parser key "([^"]+)"', text)
-    if unknown and klass:
-        option, class_path = unknown.group(1), klass.group(1)
-        names = _init_arguments(class_path)
-        close = difflib.get_close_matches(option, names, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        section = key.group(1) if key else "model"
-        return (
-            f"{section}.init_args.{option}: {class_path} has no argument '{option}'.{hint} "
-            f"`selfsup fit --{section}.help {class_path}` lists its arguments."
-        )
-    unrecognized = re.search(r"[Uu]nrecognized arguments: (--[^\s=]+)", text) or re.search(
-        r"does not accept option '([^']+)'", text
-    )
-    if unrecognized and not klass:  # an option of the command, the trainer or the checkpoint section
-        option = "--" + unrecognized.group(1).lstrip("-")
-        close = difflib.get_close_matches(option, _top_level_options(), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        return f"unrecognized option '{option}'.{hint} `selfsup fit --help` lists the options."
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [
-        line
-        for line in lines
-        if not line.startswith(("Subtypes:", "Errors:", "Given value type", "- Expected a"))
-    ]
-    return " ".join(useful[:4]) if useful else text
-
-
-def _top_level_options() -> list[str]:
-    """The options of the sections LightningCLI builds from fixed classes (the trainer and the
-    checkpoint section) and of the command itself, for suggestions."""
-    import inspect
-
-    options = ["--ckpt_path", "--seed_everything", "--config", "--print_config"]
-    for section, cls in (("trainer", L.Trainer), ("checkpoint", RunCheckpoint)):
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is not None:
-                options += [
-                    f"--{section}.{p}"
-                    for p in inspect.signature(init).parameters
-                    if p not in ("self", "args", "kwargs")
-                ]
-    return options
-
-
-def _init_arguments(class_path: str) -> list[str]:
-    """Constructor argument names of a class and of the base classes its ``**kwargs`` reach."""
-    import importlib
-    import inspect
-
-    module, name = class_path.rsplit(".", 1)
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return []
-    names: list[str] = []
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        names += [p for p in inspect.signature(init).parameters if p not in ("self", "args", "kwargs")]
-    return names

@@ -1,13 +1,18 @@
 """The ``selfsup`` command, run as a user runs it: the installed console script, in a subprocess."""
 
+import csv
 import json
+import re
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from sklearn.neighbors import KNeighborsClassifier
 
 from selfsup.cli import run as selfsup_run
+from selfsup.eval.features import extract_features
 from tests.helpers import REPO, selfsup_command
 
 
@@ -15,7 +20,7 @@ def run(args, cwd, timeout=300):
     return subprocess.run(selfsup_command() + args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def test_short_run_saves_config_and_last_checkpoint_without_noise(tmp_path):
+def test_short_run_saves_config_and_last_checkpoint_without_noise(tmp_path, monkeypatch):
     result = run(
         [
             "fit",
@@ -40,8 +45,47 @@ def test_short_run_saves_config_and_last_checkpoint_without_noise(tmp_path):
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["selfsup"]["method"] == "simclr" and last["global_step"] == 8
     assert last["selfsup"]["backbone"]["img_size"] == 16  # data.image_size, linked into the model
+    # the kNN report: the same values in the printed table, knn_report.json and the logged metrics
     report = json.loads((run_dir / "knn_report.json").read_text())
-    assert 0 <= report["top1_init"] <= 1 and 0 <= report["top1_trained"] <= 1
+    rows = {"top1_init": r"random init\b", "top1_trained": r"pretrained \(2 epochs, 8 steps\)"}
+    printed = {
+        name: re.search(row + r"[^\n]*?(\d+\.\d\d)", result.stdout).group(1) for name, row in rows.items()
+    }
+    with (run_dir / "metrics.csv").open() as file:
+        logged = [row for row in csv.DictReader(file) if row.get("knn/top1_init")]
+    assert len(logged) == 1 and int(logged[0]["step"]) == 8, logged
+    for name in ("top1_init", "top1_trained"):
+        assert printed[name] == f"{100 * report[name]:.2f}", (name, printed[name], report[name])
+        assert float(logged[0][f"knn/{name}"]) == pytest.approx(report[name], abs=1e-9), name
+    # top1_init is the kNN accuracy of the random-initialised encoder (the same seed and config,
+    # no training), computed here with scikit-learn: cosine neighbours voting with exp(cos / T)
+    (tmp_path / "initial").mkdir()
+    monkeypatch.chdir(tmp_path / "initial")
+    cli = selfsup_run(
+        [
+            "fit",
+            "-c",
+            str(REPO / "configs" / "quickstart.yaml"),
+            "--trainer.max_epochs=0",
+            "--trainer.callbacks=[]",
+            "--trainer.logger=false",
+            "--trainer.enable_checkpointing=false",
+            "--trainer.enable_progress_bar=false",
+            "--data.init_args.train_subset=256",
+            "--model.init_args.encoder_kwargs={depth: 1}",
+        ]
+    )
+    model, data = cli.model, cli.datamodule
+    assert (report["k"], report["temperature"], report["pool"]) == (20, 0.07, model.default_pool)
+    (bank, bank_y), (query, query_y) = (
+        extract_features(model.encoder, data.eval_dataloader(split), model.normalize, model.default_pool)
+        for split in ("train", "val")
+    )
+    knn = KNeighborsClassifier(n_neighbors=20, metric="cosine", weights=lambda d: np.exp((1.0 - d) / 0.07))
+    knn.fit(bank.double().numpy(), bank_y.numpy())
+    expected = float((knn.predict(query.double().numpy()) == query_y.numpy()).mean())
+    assert report["top1_init"] == pytest.approx(expected, abs=1e-6)
+    assert report["top1_trained"] != pytest.approx(report["top1_init"], abs=1e-6)  # training changed it
     # nothing that says nothing to a user (selfsup._lightning.quiet)
     for noise in (
         "litlogger",

@@ -1,5 +1,6 @@
 """Every YAML file in configs/ is complete and parses; the CPU-sized ones run one step."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,23 @@ from tests.helpers import REPO, write_image_folder
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
-def test_there_are_configs():
-    names = {str(p.relative_to(REPO / "configs")) for p in CONFIGS}
-    assert {"quickstart.yaml", "simclr/vit_tiny_cifar10.yaml", "simclr/vit_small_imagenet.yaml"} <= names
+def expand_braces(pattern: str) -> list[str]:
+    """``a/{x,y}.yaml`` -> ``["a/x.yaml", "a/y.yaml"]`` (as the README writes several configs at once)."""
+    brace = re.search(r"\{([^}]*)\}", pattern)
+    if brace is None:
+        return [pattern]
+    head, tail = pattern[: brace.start()], pattern[brace.end() :]
+    return [name for option in brace.group(1).split(",") for name in expand_braces(head + option + tail)]
+
+
+def test_the_readme_names_every_config_and_every_config_it_names_exists():
+    """The configs this file parses are the ones the README's table offers, no more, no fewer."""
+    named = set()
+    for pattern in sorted(set(re.findall(r"configs/[\w/{},*.-]*\.yaml", (REPO / "README.md").read_text()))):
+        files = {path for name in expand_braces(pattern) for path in REPO.glob(name)}
+        assert files, f"README.md names {pattern}, which matches no file"
+        named |= files
+    assert len(CONFIGS) >= 15 and set(CONFIGS) == named, sorted(map(str, set(CONFIGS) ^ named))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))

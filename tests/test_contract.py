@@ -2,7 +2,6 @@
 model builder, clear errors for every wrong checkpoint, and checkpoints of selfsup 0.1 (format 1,
 ``tests/fixtures``) still loading with the same outputs."""
 
-import ast
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from selfsup.contract import (
     ModelSpec,
     build_backbone,
     load_checkpoint,
+    plain_backbone_state,
     read_meta,
 )
 from selfsup.encoders import create_encoder
@@ -114,23 +114,33 @@ def test_model_spec_rebuilds_vits_and_cnns():
     assert not cnn.vit and cnn.img_size is None and cnn.build().num_features == 512
 
 
-def test_the_contract_is_written_once():
-    """``checkpoint.py`` no longer imports the methods; no module indexes checkpoints with the
-    literal key; one place builds a backbone from a spec."""
-    package = REPO / "selfsup"
-    tree = ast.parse((package / "checkpoint.py").read_text())
-    imported = {
-        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-    } | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert not any(name.startswith(("selfsup.methods", "selfsup.finetune")) for name in imported)
-    offenders = [
-        str(path.relative_to(REPO))
-        for path in package.rglob("*.py")
-        if '["selfsup"]' in path.read_text() or "['selfsup']" in path.read_text()
-    ]
-    assert offenders == []
-    contract = (package / "contract.py").read_text()
-    assert contract.count('CHECKPOINT_KEY = "selfsup"') == 1
+def test_a_finetunes_backbone_weights_go_through_its_strategy():
+    """The contract names no strategy: a fine-tune's weights become plain timm weights through the
+    fine-tune's own strategies (LoRA merged, adapter and prompt refused, the others unchanged)."""
+    a, b, w, bias = torch.randn(2, 3), torch.randn(5, 2), torch.randn(5, 3), torch.randn(5)
+    checkpoint = {
+        "state_dict": {
+            "encoder.fc.base.weight": w,
+            "encoder.fc.base.bias": bias,
+            "encoder.fc.lora_A": a,
+            "encoder.fc.lora_B": b,
+            "task.head.weight": torch.randn(2, 5),
+        }
+    }
+
+    def meta(strategy: dict) -> CheckpointMeta:
+        return CheckpointMeta(
+            "finetune", "finetune", ModelSpec("vit_tiny_patch16_224"), task={"strategy": strategy}
+        )
+
+    merged = plain_backbone_state(checkpoint, meta({"name": "lora", "rank": 2, "alpha": 4.0}), "ft.ckpt")
+    assert set(merged) == {"fc.weight", "fc.bias"}
+    torch.testing.assert_close(merged["fc.weight"], w + 2.0 * b @ a)
+    for name in ("adapter", "prompt"):
+        with pytest.raises(CheckpointError, match=f"'ft.ckpt' is a fine-tune with the {name} strategy"):
+            plain_backbone_state(checkpoint, meta({"name": name}), "ft.ckpt")
+    kept = plain_backbone_state(checkpoint, meta({"name": "full"}), "ft.ckpt")
+    assert set(kept) == {"fc.base.weight", "fc.base.bias", "fc.lora_A", "fc.lora_B"}
 
 
 HF_LOADER = textwrap.dedent("""

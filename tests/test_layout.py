@@ -1,14 +1,21 @@
 """Properties of the code base as a whole: cheap imports without side effects, no test importing
-another test module, no package named after a standard-library module."""
+another test module, no package named after a standard-library module, the import contracts of
+pyproject.toml kept and no import cycle between selfsup's modules."""
 
 import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import grimp
+import networkx as nx
 
 from tests.helpers import REPO
+from tests.import_contracts import names_submodule
 
-SHARED_TEST_MODULES = {"tests.helpers", "tests.faulty"}  # helpers meant for sharing, not tests
+# helpers meant for sharing, not tests
+SHARED_TEST_MODULES = {"tests.helpers", "tests.faulty", "tests.import_contracts"}
 
 
 def test_no_test_imports_another_test_module():
@@ -48,3 +55,65 @@ print(json.dumps({"heavy": heavy, "filters_changed": warnings.filters != filters
     import selfsup
 
     assert selfsup.load_encoder.__module__ == "selfsup.export" and selfsup.DINO.method == "dino"
+
+
+def test_import_contracts_hold():
+    """``lint-imports`` keeps every contract of ``[tool.importlinter]`` (layers, no Lightning below the
+    modules, ``torch.distributed`` in ``selfsup.distributed`` only, contract/export/eval free of the
+    methods and the fine-tune)."""
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    out = subprocess.run([str(lint_imports), "--no-cache"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+
+
+def test_no_import_cycles_between_selfsups_modules():
+    graph = grimp.build_graph("selfsup", exclude_type_checking_imports=True, cache_dir=None)
+    imports = nx.DiGraph(
+        (module, imported)
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+    )
+    cycles = [sorted(group) for group in nx.strongly_connected_components(imports) if len(group) > 1]
+    assert cycles == []
+
+
+def test_the_torch_distributed_contract_reads_every_form_of_import():
+    for line in (
+        "import torch.distributed as dist",
+        "import os, torch.distributed",
+        "from torch.distributed.fsdp import FullyShardedDataParallel",
+        "from torch import distributed as dist",
+        "from torch import nn, distributed  # comment",
+    ):
+        assert names_submodule(line, "torch.distributed"), line
+    for line in (
+        "import torch",
+        "from torch import nn",
+        "import torch.nn.functional as F",
+        "from torch import distributions",
+    ):
+        assert not names_submodule(line, "torch.distributed"), line
+
+
+def test_moved_names_still_import_from_where_they_were():
+    from selfsup.augment.preview import preview_command
+    from selfsup.cli import PROGRESS_REFRESH_STEPS, RUN_ROOT
+    from selfsup.commands import preview_command as moved_command
+    from selfsup.contract import epochs_trained
+    from selfsup.export import epochs_trained as exported_epochs_trained
+    from selfsup.settings import PROGRESS_REFRESH_STEPS as refresh
+    from selfsup.settings import RUN_ROOT as root
+
+    assert preview_command is moved_command and exported_epochs_trained is epochs_trained
+    assert (RUN_ROOT, PROGRESS_REFRESH_STEPS) == (root, refresh) == ("runs", 10)
+
+
+def test_no_module_of_the_package_is_over_400_lines():
+    """One concept per file: a module that grows past 400 lines holds more than one."""
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in (REPO / "selfsup").rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 400
+    }
+    assert not long, long

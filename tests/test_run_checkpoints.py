@@ -130,13 +130,16 @@ def test_ckpt_path_refusals_name_the_file_and_leave_no_run_folder(tmp_path, monk
     assert not (tmp_path / "runs" / "quickstart").exists()  # no empty version folder
 
 
-def test_a_continual_run_resumes_from_last_with_its_own_start_encoder(tmp_path, monkeypatch, teacher):
+def test_a_continual_run_resumes_from_last_with_its_own_start_encoder(tmp_path, monkeypatch, teacher, capsys):
     """``--ckpt_path last`` with the plain config takes the model's arguments from the checkpoint:
     the frozen start encoder of ``init_from`` + ``continual_weight`` is rebuilt, not refused."""
     monkeypatch.chdir(tmp_path)
     continual = [f"--model.init_args.init_from={teacher}", "--model.init_args.continual_weight=1.0"]
     fit("quickstart.yaml", "--trainer.max_epochs=1", *continual)
+    capsys.readouterr()
     cli = fit("quickstart.yaml", "--trainer.max_epochs=2", "--ckpt_path=last")
+    said = capsys.readouterr().out
+    assert "they differ from the config in: continual_weight, init_from" in said  # said, not silent
     assert cli.trainer.global_step == 2 * STEPS_PER_EPOCH
     assert cli.model.continual_weight == 1.0 and hasattr(cli.model, "start_encoder")
     assert sorted(p.name for p in (tmp_path / "runs/quickstart").iterdir()) == ["version_0", "version_1"]

@@ -1,4 +1,6 @@
-"""``selfsup preview``: what the augmentation of a config does to real images, as one PNG.
+"""What the augmentation of a config does to real images, as one PNG (``selfsup preview``, whose
+command lives in :mod:`selfsup.commands`: it builds the config's model and data through LightningCLI,
+which the augmentation does not import).
 
 The first row holds the originals with the crop box of every view drawn on them; each following
 row holds one view, exactly as the training step receives it (the method's declared views, drawn
@@ -7,8 +9,8 @@ with the same code), de-normalised for display. Small images are enlarged (neare
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import importlib
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,46 +56,8 @@ def preview_grid(module, images: torch.Tensor, seed: int = 0, min_side: int = 96
     return make_grid(torch.cat(rows), nrow=len(images), padding=2, pad_value=1.0)
 
 
-def preview_parser():
-    """The options of ``selfsup preview``; the arguments it does not know go to the config."""
-    from selfsup.arguments import PassThroughParser
-
-    parser = PassThroughParser(
-        "preview",
-        description="Write a PNG of original training images and the views the config's augmentation makes "
-        "of them (the first row shows each view's crop box), before a long run. Other arguments are "
-        "passed to the config as in `selfsup fit` (e.g. --data.init_args.root DIR).",
-    )
-    parser.add_argument("-c", "--config", required=True, help="a selfsup config (YAML)")
-    parser.add_argument("--out", default="views.png", metavar="PNG", help="the PNG to write")
-    parser.add_argument("--num_images", type=int, default=8, help="images (columns)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random views")
-    return parser
-
-
-def preview_command(argv: Sequence[str]) -> Path:
-    """``selfsup preview -c CONFIG [--out views.png] [--num_images 8] [--seed 0] [--section.key value ...]``"""
-    from torchvision.utils import save_image
-
-    args, overrides = preview_parser().parse_known_args(list(argv))
-    from selfsup.lightning_cli import SelfSupCLI, cli_arguments
-
-    kwargs = cli_arguments(["-c", args.config, *overrides])
-    cli = SelfSupCLI(**kwargs, run=False)
-    data = cli.datamodule
-    data.setup("fit")
-    loader = data.eval_dataloader("train", batch_size=args.num_images, max_samples=args.num_images)
-    images = next(iter(loader))[0]
-    if isinstance(images, (list, tuple)):  # data.decode: gpu — decode here on the CPU
-        from selfsup.data.decode import decode_batch
-
-        images = decode_batch(images, data.image_size, torch.device("cpu"))
-    grid = preview_grid(cli.model, images[: args.num_images], seed=args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, out)
-    views = len(views_of(cli.model).views)
-    print(
-        f"wrote {out}: {args.num_images} originals with the crop box of each view, then {views} rows of views"
-    )
-    return out
+def __getattr__(name: str) -> Any:
+    # the command moved up to selfsup.commands (it needs LightningCLI); its old import path still works
+    if name in ("preview_command", "preview_parser"):
+        return getattr(importlib.import_module("selfsup.commands"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,8 @@
 """``selfsup compress``: int8, pruned and ONNX versions of an export, and a table comparing them.
 
 - :func:`compress` / :func:`compress_command`: the command (``selfsup.compress.api``, ``.command``);
+  ``source``: the export it reads and :func:`load_artefact`; ``variant_int8``, ``variant_pruned``,
+  ``variant_onnx``: each artefact folder (``variant``: what they share);
 - ``int8``: torchao int8 linear layers; ``pruning``: magnitude pruning with ``torch.nn.utils.prune``;
   ``recover``: the recovery fine-tune; ``onnx_export``: ONNX + onnxruntime parity and int8;
   ``measure`` and ``table``: size, latency, accuracy, and their rich / CSV / PNG renderings.

@@ -18,7 +18,6 @@ anything else is refused and nothing in it is deleted.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -30,41 +29,37 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from torch import nn
 
-from selfsup.compress.int8 import INT8_FILE, LOAD_INT8, Int8Mode, load_int8, quantize_int8, save_int8
+from selfsup.compress.int8 import INT8_FILE, Int8Mode
 from selfsup.compress.measure import Row, accuracy, cpu_cores, latency_ms, load_average, size_mb
-from selfsup.compress.onnx_export import (
-    LOAD_ONNX,
-    ONNX_FILE,
-    check_parity,
-    compare,
-    export_onnx,
-    quantize_onnx_int8,
-    run_onnx,
-    session,
+from selfsup.compress.onnx_export import ONNX_FILE
+from selfsup.compress.pruning import PRUNE_MODES, PruneMode
+from selfsup.compress.source import (
+    EXPORT_FILES,
+    METADATA_FILE,
+    NotAnExport,
+    load_artefact,
+    read_export,
 )
-from selfsup.compress.pruning import (
-    PRUNE_MODES,
-    PruneMode,
-    make_permanent,
-    prune_encoder,
-    shrink_mlp,
-    zero_fraction,
-)
-from selfsup.compress.recover import distill_recover
 from selfsup.compress.table import CSV_FILE, PNG_FILE, render, write_csv, write_png
+from selfsup.compress.variant import README_FILE, BuildContext, Variant
+from selfsup.compress.variant_int8 import build_int8
+from selfsup.compress.variant_onnx import build_onnx
+from selfsup.compress.variant_pruned import PruneOptions, build_pruned
 from selfsup.output_folder import check_target, move_into_place, staging_folder
 
-EXPORT_FILES = ("config.json", "model.safetensors")
-METADATA_FILE = "selfsup.json"
+__all__ = [
+    "COMPRESS_WRITES",
+    "CompressReport",
+    "NotAnExport",
+    "compress",
+    "load_artefact",
+    "read_export",
+]
+
 REPORT_FILE = "compress.json"
 DATA_KEYS = ("source", "root", "batch_size", "num_workers", "train_subset", "val_subset", "subset_seed")
-LOAD_PRUNED = """\
-import timm
-model = timm.create_model("local-dir:{dir}", pretrained=True).eval()
-features = model(images)  # [B, 3, H, W] normalised with config.json's mean/std -> [B, D]"""
-README_FILE = "README.txt"
+
 ARTEFACTS = ("int8", "pruned", "onnx", "onnx_int8")
 # everything compress writes in --out: what --overwrite may replace
 COMPRESS_WRITES = (
@@ -80,10 +75,6 @@ COMPRESS_WRITES = (
 COMPRESS_WHAT = "a compress output"
 
 
-class NotAnExport(ValueError):
-    """The folder given to ``compress`` is not a selfsup / timm export."""
-
-
 @dataclass
 class CompressReport:
     """What :func:`compress` wrote: the table's rows, each artefact's folder and record, the files."""
@@ -95,72 +86,6 @@ class CompressReport:
     csv: Path
     png: Path
     threads: int
-
-
-@dataclass
-class Source:
-    path: Path
-    model: nn.Module
-    config: dict[str, Any]
-    metadata: dict[str, Any]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    input_size: tuple[int, int, int]
-
-
-def read_export(export_dir: str | os.PathLike) -> Source:
-    """Load an export folder with plain timm; clear errors for a missing path or a folder that is not one."""
-    import timm
-
-    path = Path(export_dir)
-    hint = "Pass a folder written by `selfsup export CKPT --out DIR` (config.json + model.safetensors)."
-    if not path.exists():
-        raise FileNotFoundError(f"export folder '{path}' does not exist. {hint}")
-    if not path.is_dir():
-        what = "a checkpoint: export it first" if path.suffix == ".ckpt" else "a file, not a folder"
-        raise NotAnExport(f"'{path}' is {what}. {hint}")
-    missing = [f for f in EXPORT_FILES if not (path / f).is_file()]
-    if missing:
-        raise NotAnExport(f"'{path}' is not an export: it lacks {', '.join(missing)}. {hint}")
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as err:
-        raise NotAnExport(f"'{path / 'config.json'}' is not valid JSON ({err}). {hint}") from None
-    if not isinstance(config, dict) or "architecture" not in config:
-        raise NotAnExport(f"'{path / 'config.json'}' has no 'architecture': not a timm export. {hint}")
-    metadata = {}
-    if (path / METADATA_FILE).is_file():
-        metadata = json.loads((path / METADATA_FILE).read_text())
-    try:
-        model = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
-    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as err:
-        raise NotAnExport(f"timm could not load the export '{path}': {err}") from None
-    cfg = config.get("pretrained_cfg", {})
-    mean = cfg.get("mean") or metadata.get("mean")
-    std = cfg.get("std") or metadata.get("std")
-    if not mean or not std:
-        raise NotAnExport(f"'{path}' records no mean/std (config.json pretrained_cfg): re-export it.")
-    input_size = tuple(cfg.get("input_size") or model.pretrained_cfg.get("input_size"))
-    return Source(path, model, config, metadata, tuple(mean), tuple(std), input_size)
-
-
-def load_artefact(folder: str | os.PathLike, threads: int | None = None):
-    """A callable ``images [B, C, H, W] float -> features [B, D]`` for an artefact folder written by
-    :func:`compress` (or for the original export), loaded the way its ``selfsup.json`` documents."""
-    import timm
-
-    folder = Path(folder)
-    method = None
-    if (folder / METADATA_FILE).is_file():
-        method = json.loads((folder / METADATA_FILE).read_text()).get("compression", {}).get("method")
-    if method in ("onnx", "onnx_int8"):
-        sess = session(folder / ONNX_FILE, threads)
-        return lambda x: run_onnx(sess, x)
-    if method == "int8":
-        return load_int8(folder)
-    if not all((folder / f).is_file() for f in EXPORT_FILES):
-        raise NotAnExport(f"'{folder}' is neither an export nor an artefact written by selfsup compress.")
-    return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
 
 
 def _check_arguments(
@@ -198,28 +123,6 @@ def _check_arguments(
             raise ValueError(f"unknown data option(s) {unknown}; the options are {', '.join(DATA_KEYS)}.")
         if not data.get("source"):
             raise ValueError("data needs a source (e.g. --data.source digits, or folder with --data.root).")
-
-
-def _write_readme(folder: Path, title: str, load: str, lines: list[str]) -> None:
-    text = "\n".join(
-        [title, "", *lines, "", "Load it (paths relative to the compress output folder):", "", load, ""]
-    )
-    (folder / README_FILE).write_text(text)
-
-
-def _artefact_metadata(source: Source, record: dict[str, Any], load: str, pool: str) -> dict[str, Any]:
-    return {
-        "kind": "compressed",
-        "source_export": str(source.path.resolve()),
-        "architecture": source.config.get("architecture"),
-        "pool": pool,
-        "mean": list(source.mean),
-        "std": list(source.std),
-        "input_size": list(source.input_size),
-        "compression": record,
-        "load": load,
-        "source_metadata": source.metadata,
-    }
 
 
 def compress(
@@ -313,14 +216,21 @@ def compress(
     )
     try:
         with progress:
+            generator = torch.Generator().manual_seed(seed)
+            if datamodule is not None:
+                sample = normalize(next(iter(datamodule.eval_dataloader("val", batch_size=8)))[0])
+            else:
+                sample = torch.randn(8, *source.input_size, generator=generator)
+            context = BuildContext(
+                source, staging, progress, normalize, datamodule, pool, sample, generator, threads, device
+            )
             result = _build_and_measure(
-                source, staging, progress, normalize, datamodule, pool,
-                int8=int8, int8_mode=int8_mode, prune=prune, prune_mode=prune_mode,
-                finetune_steps=finetune_steps, finetune_lr=finetune_lr, onnx=onnx,
-                onnx_atol=onnx_atol, onnx_rtol=onnx_rtol, knn_k=knn_k, probe_epochs=probe_epochs,
-                latency_batches=tuple(latency_batches), latency_repeats=latency_repeats,
-                threads=threads, device=device, seed=seed,
-            )  # fmt: skip
+                context,
+                int8_mode if int8 else None,
+                PruneOptions(prune, prune_mode, finetune_steps, finetune_lr) if prune is not None else None,
+                (onnx_atol, onnx_rtol) if onnx else None,
+                MeasureOptions(knn_k, probe_epochs, tuple(latency_batches), latency_repeats, seed),
+            )
         rows, records, names, load = result
         title = f"compress {source.path.name}: {source.config.get('architecture')} {source.input_size[1:]} px"
         write_csv(rows, staging / CSV_FILE)
@@ -370,270 +280,85 @@ def _has(package: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How the table scores each variant: kNN neighbours, probe epochs, timed batch sizes and repeats."""
+
+    knn_k: int
+    probe_epochs: int
+    latency_batches: tuple[int, ...]
+    latency_repeats: int
+    seed: int
+
+
 def _build_and_measure(
-    source: Source,
-    staging: Path,
-    progress: Progress,
-    normalize: nn.Module,
-    datamodule,
-    pool: str,
-    *,
-    int8: bool,
+    context: BuildContext,
     int8_mode: Int8Mode | None,
-    prune: float | None,
-    prune_mode: PruneMode | None,
-    finetune_steps: int,
-    finetune_lr: float,
-    onnx: bool,
-    onnx_atol: float,
-    onnx_rtol: float,
-    knn_k: int,
-    probe_epochs: int,
-    latency_batches: tuple[int, ...],
-    latency_repeats: int,
-    threads: int,
-    device: str,
-    seed: int,
+    prune: PruneOptions | None,
+    onnx_tolerance: tuple[float, float] | None,
+    measure: MeasureOptions,
 ) -> tuple[list[Row], dict[str, dict[str, Any]], list[str], float | None]:
-    model = source.model
-    channels, height, width = source.input_size
-    generator = torch.Generator().manual_seed(seed)
-    if datamodule is not None:
-        sample = normalize(next(iter(datamodule.eval_dataloader("val", batch_size=8)))[0])
-    else:
-        sample = torch.randn(8, channels, height, width, generator=generator)
-    # (name, forward, artefact paths for the size, how to load, notes)
-    variants: list[tuple[str, Any, list[Path], str, str]] = [
-        ("original", model, [source.path / f for f in EXPORT_FILES], "timm local-dir", "float32, timm")
-    ]
-    records: dict[str, dict[str, Any]] = {}
-    names: list[str] = []
-
-    if int8:
-        task = progress.add_task("int8: quantising with torchao", total=1)
-        folder = staging / "int8"
-        folder.mkdir()
-        quantized = quantize_int8(model, int8_mode)
-        shutil.copy2(source.path / "config.json", folder / "config.json")
-        save_int8(quantized, folder)
-        reloaded = load_int8(folder)
-        with torch.inference_mode():
-            drift = float((reloaded(sample) - model(sample)).abs().max())
-        scheme = {
-            "dynamic": "Int8DynamicActivationInt8WeightConfig (int8 weights per channel, int8 activations per token)",
-            "weight_only": "Int8WeightOnlyConfig (int8 weights per channel, float activations)",
-        }[int8_mode]
-        load = LOAD_INT8.format(dir=folder.name, file=INT8_FILE)
-        record = {
-            "method": "int8",
-            "mode": int8_mode,
-            "tool": f"torchao {version('torchao')} quantize_ with {scheme}",
-            "layers": "every nn.Linear (qkv, proj, fc1, fc2); patch embedding, norms and tokens stay float32",
-            "max_abs_diff_vs_float32": drift,
-            "files": ["config.json", INT8_FILE],
-        }
-        (folder / METADATA_FILE).write_text(
-            json.dumps(_artefact_metadata(source, record, load, pool), indent=2)
-        )
-        _write_readme(
-            folder,
-            f"int8 ({int8_mode}) quantisation of {source.path.name} with torchao.",
-            load,
-            [
-                f"Tool: {record['tool']}.",
-                f"Largest |int8 - float32| feature difference on a test batch: {drift:.4g}.",
-            ],
-        )
-        records["int8"] = record
-        names.append("int8")
-        variants.append(
-            (
-                "int8",
-                reloaded,
-                [folder / "config.json", folder / INT8_FILE],
-                "torch+torchao",
-                f"torchao int8 ({int8_mode})",
-            )
-        )
-        progress.advance(task)
-
+    """Build the variants asked for (``int8_mode`` set: int8; ``prune``; ``onnx_tolerance`` set: ONNX
+    checked to that atol, rtol)
+    in ``context.staging``, then time and score them with the original."""
+    source = context.source
+    original = Variant(
+        "original", source.model, [source.path / f for f in EXPORT_FILES], "timm local-dir", "float32, timm"
+    )
+    built: list[Variant] = []
+    if int8_mode is not None:
+        built.append(build_int8(context, int8_mode))
     if prune is not None:
-        student = copy.deepcopy(model)
-        result = prune_encoder(student, prune, prune_mode)
-        losses = []
-        if finetune_steps:
-            task = progress.add_task(f"pruned: recovery fine-tune ({prune_mode})", total=finetune_steps)
-            losses = distill_recover(
-                student,
-                model,
-                datamodule.train_dataloader(),
-                normalize.to(device),
-                finetune_steps,
-                lr=finetune_lr,
-                device=device,
-                on_step=lambda step, loss: progress.advance(task),
-            )
-            student.cpu()
-            normalize.cpu()
-            model.cpu()
-        make_permanent(student)
-        sparsity = zero_fraction(student, result.targets)
-        all_params = list(student.parameters())
-        model_sparsity = sum(int((p == 0).sum()) for p in all_params) / sum(p.numel() for p in all_params)
-        final, mlp_ratio = student.eval(), None
-        if prune_mode == "mlp":
-            import timm
+        built.append(build_pruned(context, prune))
+    if onnx_tolerance is not None:
+        built.extend(build_onnx(context, *onnx_tolerance, int8=int8_mode is not None))
+    records = {variant.name: variant.record for variant in built}
+    rows, load = _measure(context, [original, *built], measure)
+    return rows, records, [variant.name for variant in built], load
 
-            def build(ratio: float) -> nn.Module:
-                args = dict(source.config.get("model_args", {}), mlp_ratio=ratio)
-                args["num_classes"] = source.config.get("num_classes", 0)
-                built = timm.create_model(source.config["architecture"], pretrained=False, **args)
-                built.pretrained_cfg = dict(model.pretrained_cfg)
-                return built
 
-            final, mlp_ratio = shrink_mlp(student, result.per_block, build)
-        record = {
-            "method": "prune",
-            **result.as_dict(),
-            "sparsity_of_targets": sparsity,
-            "sparsity_of_all_parameters": model_sparsity,
-            "parameters": sum(p.numel() for p in final.parameters()),
-            "parameters_original": sum(p.numel() for p in model.parameters()),
-            "physically_smaller": prune_mode == "mlp",
-            "mlp_ratio": mlp_ratio,
-            "tool": f"torch.nn.utils.prune (torch {torch.__version__})",
-            "finetune": {
-                "steps": finetune_steps,
-                "lr": finetune_lr,
-                "objective": "MSE of output tokens to the unpruned original (masks kept)",
-                "loss_first": float(losses[0]) if losses else None,
-                "loss_last": float(losses[-1]) if losses else None,
-            },
-        }
-        load = LOAD_PRUNED.format(dir="pruned")
-        metadata = dict(
-            source.metadata, compression=record, load=load, source_export=str(source.path.resolve())
-        )
-        from selfsup.export import write_export
-
-        tag = f"{source.config.get('pretrained_cfg', {}).get('tag') or 'selfsup'}_pruned"
-        folder = write_export(staging / "pruned", final, tag, source.mean, source.std, metadata)
-        kept = (
-            "the model is rebuilt with fewer MLP channels (mlp_ratio)"
-            if prune_mode == "mlp"
-            else "pruned weights are stored as zeros (timm's ViT cannot express fewer heads per block)"
-            if prune_mode == "heads"
-            else "pruned weights are stored as zeros; dense kernels do not run faster on them"
-        )
-        _write_readme(
-            folder,
-            f"{prune_mode} magnitude pruning ({prune}) of {source.path.name}: a plain timm export.",
-            load,
-            [
-                f"Removed {result.removed} of {result.total} {record['unit']}; measured sparsity of the targeted "
-                f"weights {sparsity:.4f}, of all parameters {model_sparsity:.4f}.",
-                f"Recovery fine-tune: {finetune_steps} steps. {kept}.",
-            ],
-        )
-        import timm
-
-        reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-        records["pruned"] = record
-        names.append("pruned")
-        notes = f"{prune_mode} {prune:.3g}, sparsity {sparsity:.3f}" + (
-            f", ft {finetune_steps}" if finetune_steps else ""
-        )
-        variants.append(("pruned", reloaded, [folder / f for f in EXPORT_FILES], "timm local-dir", notes))
-
-    if onnx:
-        task = progress.add_task("onnx: export and parity check", total=2 if int8 else 1)
-        folder = staging / "onnx"
-        folder.mkdir()
-        path = export_onnx(model, folder / ONNX_FILE, sample)
-        parity = check_parity(model, path, sample, onnx_atol, onnx_rtol)
-        load = LOAD_ONNX.format(dir="onnx", file=ONNX_FILE)
-        import onnx as onnx_package
-
-        opset = {op.domain or "ai.onnx": op.version for op in onnx_package.load(str(path)).opset_import}
-        record = {
-            "method": "onnx",
-            "tool": f"torch.onnx.export(dynamo=True) (torch {torch.__version__}), opsets {opset}",
-            "inputs": {"images": ["batch", channels, height, width]},
-            "outputs": {"features": ["batch", "D"]},
-            "parity": {**parity, "runtime": f"onnxruntime {version('onnxruntime')} CPUExecutionProvider"},
-        }
-        (folder / METADATA_FILE).write_text(
-            json.dumps(_artefact_metadata(source, record, load, pool), indent=2)
-        )
-        _write_readme(
-            folder,
-            f"ONNX export (float32) of {source.path.name}.",
-            load,
-            [
-                f"onnxruntime matches torch within atol={onnx_atol} + rtol={onnx_rtol}*|x| "
-                f"(largest difference {parity['max_abs_diff']:.3g}).",
-            ],
-        )
-        records["onnx"] = record
-        names.append("onnx")
-        sess = session(path, threads)
-        variants.append(
-            ("onnx", lambda x, s=sess: run_onnx(s, x), [path], "onnxruntime", "float32, onnxruntime")
-        )
-        progress.advance(task)
-        if int8:
-            folder8 = staging / "onnx_int8"
-            folder8.mkdir()
-            path8 = quantize_onnx_int8(path, folder8 / ONNX_FILE)
-            diff = compare(model, path8, sample)
-            load8 = LOAD_ONNX.format(dir="onnx_int8", file=ONNX_FILE)
-            record8 = {
-                "method": "onnx_int8",
-                "tool": f"onnxruntime.quantization.quantize_dynamic (onnxruntime {version('onnxruntime')}), "
-                "QInt8 weights, activations quantised at run time (MatMulInteger)",
-                "vs_float32_torch": diff,
-            }
-            (folder8 / METADATA_FILE).write_text(
-                json.dumps(_artefact_metadata(source, record8, load8, pool), indent=2)
-            )
-            _write_readme(
-                folder8,
-                f"ONNX export of {source.path.name}, dynamic int8 quantised by onnxruntime.",
-                load8,
-                [f"Against float32 torch: largest difference {diff['max_abs_diff']:.3g}, "
-                 f"smallest cosine similarity {diff['min_cosine']:.5f}."],
-            )  # fmt: skip
-            records["onnx_int8"] = record8
-            names.append("onnx_int8")
-            sess8 = session(path8, threads)
-            variants.append(
-                ("onnx_int8", lambda x, s=sess8: run_onnx(s, x), [path8], "onnxruntime", "int8, onnxruntime")
-            )
-            progress.advance(task)
-
+def _measure(
+    context: BuildContext, variants: list[Variant], options: MeasureOptions
+) -> tuple[list[Row], float | None]:
+    """Time every variant on random batches, then (with data) score it with kNN and a linear probe."""
+    channels, height, width = context.source.input_size
+    datamodule, normalize, threads = context.datamodule, context.normalize, context.threads
     train_batches = val_batches = None
     num_classes = 0
     if datamodule is not None:
         train_batches = list(datamodule.eval_dataloader("train"))
         val_batches = list(datamodule.eval_dataloader("val"))
         num_classes = datamodule.num_classes
-    task = progress.add_task("measuring latency, then accuracy", total=len(variants) + 1)
-    examples = {b: torch.randn(b, channels, height, width, generator=generator) for b in latency_batches}
+    task = context.progress.add_task("measuring latency, then accuracy", total=len(variants) + 1)
+    examples = {
+        b: torch.randn(b, channels, height, width, generator=context.generator)
+        for b in options.latency_batches
+    }
     load = load_average()
     latencies = latency_ms(
-        {name: forward for name, forward, *_ in variants}, examples, latency_repeats, threads=threads
+        {variant.name: variant.forward for variant in variants},
+        examples,
+        options.latency_repeats,
+        threads=threads,
     )
-    progress.advance(task)
+    context.progress.advance(task)
     rows = []
-    for name, forward, paths, load_with, notes in variants:
+    for name, forward, paths, load_with, notes, _ in variants:
         knn = linear = None
         if train_batches is not None:
             knn, linear = accuracy(
-                forward, train_batches, val_batches, normalize, num_classes, knn_k, probe_epochs, seed
+                forward,
+                train_batches,
+                val_batches,
+                normalize,
+                num_classes,
+                options.knn_k,
+                options.probe_epochs,
+                options.seed,
             )
-        artefact = str(source.path) if name == "original" else paths[-1].parent.name
+        artefact = str(context.source.path) if name == "original" else paths[-1].parent.name
         rows.append(
             Row(name, artefact, load_with, size_mb(paths), latencies[name], knn, linear, threads, notes)
         )
-        progress.advance(task)
-    return rows, records, names, load
+        context.progress.advance(task)
+    return rows, load

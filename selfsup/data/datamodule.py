@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from pathlib import Path
@@ -14,24 +13,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from selfsup._lightning import batches_done_in_epoch
-from selfsup.data.arrays import (
-    TORCHVISION_SOURCES,
-    ArrayDataset,
-    digits_split,
-    download_torchvision,
-    torchvision_split,
-)
+from selfsup.data.arrays import TORCHVISION_SOURCES, download_torchvision
 from selfsup.data.decode import encoded_collate
-from selfsup.data.folder import (
-    LAYOUT,
-    Decode,
-    ImageFolderDataset,
-    cached_scan,
-    default_cache_dir,
-    find_split_dir,
-)
+from selfsup.data.folder import LAYOUT, Decode, cached_scan, default_cache_dir, find_split_dir
 from selfsup.data.resumable import ResumableDataLoader, ResumableSampler
-from selfsup.data.streaming import read_manifest, streaming_dataset
+from selfsup.data.splits import decoded_on_cpu, keep_classes, open_split
+from selfsup.data.streaming import read_manifest
 
 Source = Literal["digits", "folder", "cifar10", "cifar100", "stl10", "streaming"]
 Split = Literal["train", "val"]
@@ -242,7 +229,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.source == "streaming":
             return self._streaming_loader(dataset, drop_last=False, batch_size=batch_size)
         return self._loader(
-            self._subset(_decoded_on_cpu(dataset), max_samples),
+            self._subset(decoded_on_cpu(dataset), max_samples),
             shuffle=False,
             batch_size=batch_size,
             encoded=False,
@@ -257,51 +244,30 @@ class ImageDataModule(L.LightningDataModule):
 
     def build_split(self, split: Split) -> Dataset | None:
         """The whole ``split`` (no subset), or None when the source has no such split."""
-        size = self.image_size
-        if self.source == "digits":
-            dataset = digits_split(split, size)
-        elif self.source == "streaming":
-            dataset = streaming_dataset(
-                self.root,
-                split,
-                size,
-                shuffle=split == "train",
-                seed=self.seed,
-            )
-            if dataset is None:
-                if split == "train":
-                    raise FileNotFoundError(f"'{self.root}' has no optimised 'train' split.")
-                return None
+        dataset = open_split(
+            self.source,
+            self.root,
+            split,
+            self.image_size,
+            seed=self.seed,
+            classes=self._all_classes or None,
+            skip_corrupt=self.skip_corrupt,
+            decode=self.decode,
+            cache_dir=self._cache_dir(),
+            stl10_unlabeled=self.stl10_unlabeled,
+        )
+        if dataset is None:
+            return None
+        if self.source == "streaming":
             if split == "train":
                 self.classes = list(read_manifest(self.root)["classes"])
             return dataset
-        elif self.source == "folder":
-            root = Path(self.root)
-            if not root.is_dir():
-                raise FileNotFoundError(f"Data root '{root}' does not exist. Expected layout: {LAYOUT}.")
-            split_dir = find_split_dir(root, split)
-            if split_dir is None:
-                if split == "train":
-                    raise FileNotFoundError(f"'{root}' has no 'train' folder. Expected layout: {LAYOUT}.")
-                return None
-            dataset = ImageFolderDataset(
-                split_dir,
-                size,
-                classes=self._all_classes or None,
-                skip_corrupt=self.skip_corrupt,
-                decode=self.decode,
-                cache_dir=self._cache_dir(),
-            )
-        else:
-            dataset = torchvision_split(
-                self.source, self.root, split, size, stl10_unlabeled=self.stl10_unlabeled
-            )
         if split == "train":
             self._all_classes = list(dataset.classes)
             self.classes = list(dataset.classes)
         if self.class_subset is not None:
             every = self._all_classes or list(dataset.classes)
-            dataset = _keep_classes(dataset, every, self.class_subset, f"{self.source} data")
+            dataset = keep_classes(dataset, every, self.class_subset, f"{self.source} data")
             self.classes = list(self.class_subset)
         return dataset
 
@@ -386,43 +352,6 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.loader_workers() > 0,
             collate_fn=encoded_collate if encoded else None,
         )
-
-
-def _keep_classes(dataset: Dataset, all_classes: list[str], keep: list[str], what: str) -> Dataset:
-    """``dataset`` restricted to the classes ``keep`` (names among ``all_classes``), relabelled
-    ``0..len(keep)-1`` in that order. A copy of the same type (an image folder keeps its file list,
-    an array set its tensors), so decoding, subsets and ``decode: gpu`` work unchanged."""
-    unknown = [name for name in keep if name not in all_classes]
-    if unknown:
-        raise ValueError(f"classes {unknown} are not classes of the {what}; it has {all_classes}.")
-    new_label = {all_classes.index(name): i for i, name in enumerate(keep)}
-    dataset = copy.copy(dataset)
-    if isinstance(dataset, ImageFolderDataset):
-        dataset.samples = [(path, new_label[label]) for path, label in dataset.samples if label in new_label]
-        dataset.targets = [label for _, label in dataset.samples]
-    elif isinstance(dataset, ArrayDataset):
-        mapping = torch.full((len(all_classes),), -1, dtype=torch.long)
-        mapping[list(new_label)] = torch.tensor(list(new_label.values()), dtype=torch.long)
-        labelled = (dataset.labels >= 0) & (dataset.labels < len(mapping))  # unlabelled (-1): dropped
-        labels = torch.where(labelled, mapping[torch.where(labelled, dataset.labels, 0)], -1)
-        kept = labels >= 0
-        dataset.images, dataset.labels = dataset.images[kept], labels[kept]
-        dataset.targets = dataset.labels.tolist()
-    else:
-        raise ValueError(f"classes cannot restrict {type(dataset).__name__} (the {what}).")
-    dataset.classes = list(keep)
-    return dataset
-
-
-def _decoded_on_cpu(dataset: Dataset) -> Dataset:
-    """``dataset`` with its images decoded in the workers (a copy, where it is a ``decode: gpu``
-    folder), for the loaders whose users expect uint8 tensors (features, probes, previews)."""
-    if isinstance(dataset, ImageFolderDataset) and dataset.decode == "gpu":
-        dataset = copy.copy(dataset)
-        dataset.decode = "cpu"
-    elif isinstance(dataset, Subset) and isinstance(dataset.dataset, ImageFolderDataset):
-        dataset = Subset(_decoded_on_cpu(dataset.dataset), dataset.indices)
-    return dataset
 
 
 def available_cores() -> int:

@@ -33,7 +33,14 @@ from rich.console import Console
 from rich.table import Table
 
 from selfsup.augment.normalize import Normalize
-from selfsup.contract import load_backbone_weights, load_checkpoint, plain, plain_backbone_state, read_meta
+from selfsup.contract import (
+    epochs_trained,
+    load_backbone_weights,
+    load_checkpoint,
+    plain,
+    plain_backbone_state,
+    read_meta,
+)
 from selfsup.data import ImageDataModule
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
@@ -45,14 +52,13 @@ from selfsup.eval.probe_cache import (
     default_cache_folder,
     weights_digest,
 )
-from selfsup.export import epochs_trained
 
 
 @dataclass
 class ProbeResult:
     """The scores of one encoder. ``checkpoint`` names it; ``checkpoints`` lists every checkpoint
     probed that holds the same weights (``last.ckpt`` and the ``best-*`` it repeats), all of which
-    these scores are for. ``epoch``: epochs completed (:func:`selfsup.export.epochs_trained`, the
+    these scores are for. ``epoch``: epochs completed (:func:`selfsup.contract.epochs_trained`, the
     count in the checkpoint names)."""
 
     checkpoint: str

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torchvision.utils import make_grid, save_image
 
+from selfsup.distributed import gathering_forward
 from selfsup.encoders import unpatchify
 
 
@@ -98,10 +99,7 @@ class ReconstructionGrid(Callback):
         # sharded, the wrapper gathers them, and a forward on one process alone would wait forever
         # for the others. The log folder is asked for on every process too (Lightning broadcasts it
         # from the first). Only the first process writes.
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        wrapped = trainer.strategy.model
-        forward = wrapped if isinstance(wrapped, FullyShardedDataParallel) else None
+        forward = gathering_forward(trainer.strategy.model)
         grid = reconstruction_grid(pl_module, self._fixed_images(trainer), seed=self.seed, forward=forward)
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "reconstructions"
         if not trainer.is_global_zero:

@@ -17,16 +17,17 @@ for export where that is possible.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from timm.models._manipulate import group_parameters
 from torch import nn
 
+from selfsup.contract import CheckpointError
 from selfsup.encoders import embed_tokens, run_blocks
 from selfsup.finetune.adapter import add_adapters
 from selfsup.finetune.backbone import is_vit
-from selfsup.finetune.lora import add_lora, merge_lora
+from selfsup.finetune.lora import add_lora, merge_lora, merge_lora_state_dict
 
 
 class NotExportable(ValueError):
@@ -79,6 +80,14 @@ class Strategy:
     def merge(self, backbone: nn.Module) -> nn.Module:
         """The backbone as plain timm weights (for export)."""
         return backbone
+
+    @classmethod
+    def merge_state(
+        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`merge` on saved weights: a checkpoint's backbone ``state`` (of the strategy whose
+        stored record is ``record``; ``path`` names the checkpoint) as a plain timm model's."""
+        return state
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,19 @@ class LoRA(Strategy):
     def merge(self, backbone: nn.Module) -> nn.Module:
         return merge_lora(backbone)
 
+    @classmethod
+    def merge_state(
+        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
+    ) -> dict[str, torch.Tensor]:
+        return merge_lora_state_dict(state, float(record["alpha"]) / float(record["rank"]))
+
+
+def _not_plain(strategy: str, path: str) -> CheckpointError:
+    return CheckpointError(
+        f"'{path}' is a fine-tune with the {strategy} strategy, whose backbone has layers a plain timm model "
+        "lacks: load the whole model with selfsup.FineTune.from_checkpoint(PATH) instead."
+    )
+
 
 def _require_vit(strategy: str, backbone: nn.Module) -> None:
     if not is_vit(backbone):
@@ -226,6 +248,12 @@ class Adapter(Strategy):
             "be exported as a plain timm model (use lora, which merges, or full)."
         )
 
+    @classmethod
+    def merge_state(
+        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
+    ) -> dict[str, torch.Tensor]:
+        raise _not_plain(cls.name, path)
+
 
 @dataclass(frozen=True)
 class Prompt(Strategy):
@@ -254,6 +282,12 @@ class Prompt(Strategy):
             "exported as a plain timm model (use lora, which merges, or full)."
         )
 
+    @classmethod
+    def merge_state(
+        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
+    ) -> dict[str, torch.Tensor]:
+        raise _not_plain(cls.name, path)
+
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "linear": Linear,
@@ -272,3 +306,14 @@ def get_strategy(strategy: str | Strategy) -> Strategy:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
     return STRATEGIES[strategy]()
+
+
+def plain_backbone_state(
+    state: dict[str, torch.Tensor], record: dict[str, Any], path: str
+) -> dict[str, torch.Tensor]:
+    """A fine-tune checkpoint's backbone weights as a plain timm model has them, by its stored
+    strategy ``record`` (``{"name": ..., and the strategy's fields}``): LoRA merged, adapter and
+    prompt refused (:class:`~selfsup.contract.CheckpointError`), the others as they are. What
+    :func:`selfsup.contract.plain_backbone_state` calls, by name, for a fine-tune checkpoint."""
+    strategy = STRATEGIES.get(record.get("name"))
+    return state if strategy is None else strategy.merge_state(state, record, path)

@@ -2,6 +2,10 @@
 
 A method is one file: a subclass of :class:`PretrainModule` that
 
+- declares its **name** and a one-line **summary** as string literals in the class body
+  (``method = "byol"``, ``summary = "..."``): a file in ``selfsup/methods/``, or a class that a
+  package names in its ``selfsup.methods`` entry points, is then found by ``selfsup --help``,
+  ``selfsup.<ClassName>`` and configs (see :mod:`selfsup.methods`);
 - builds its heads and loss in ``__init__`` and declares its **views** with :meth:`set_views`
   (one :class:`~selfsup.augment.ViewConfig` per view: any number, any sizes);
 - declares its **backbone** (the module that export, probing, the kNN monitor and the online probe
@@ -70,7 +74,10 @@ class PretrainModule(SelfSupModule):
             to the method's loss (0: off).
     """
 
+    # the registered name and one line for ``selfsup --help`` (default: the docstring's first line),
+    # string literals in the class body: the registry reads them from the source
     method: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
     pooling: ClassVar[Pool] = "token"
 
     def __init__(

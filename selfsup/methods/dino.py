@@ -121,6 +121,7 @@ class DINO(PretrainModule):
     """
 
     method = "dino"
+    summary = "self-distillation with a momentum teacher and multi-crop"
     pooling = "token"
 
     def __init__(

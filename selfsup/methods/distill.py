@@ -66,6 +66,7 @@ class Distill(PretrainModule):
     """
 
     method = "distill"
+    summary = "distil a frozen teacher's features into a student"
     pooling = "token"
 
     def __init__(

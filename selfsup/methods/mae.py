@@ -40,6 +40,7 @@ class MAE(PretrainModule):
     """
 
     method = "mae"
+    summary = "masked autoencoder: reconstruct 75% hidden patches"
     pooling = "avg"  # the paper's linear probe reads mean-pooled patch tokens
 
     def __init__(

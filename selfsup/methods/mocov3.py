@@ -48,6 +48,7 @@ class MoCoV3(PretrainModule):
     """
 
     method = "mocov3"
+    summary = "contrastive with a momentum encoder and a predictor"
     pooling = "token"
 
     def __init__(

@@ -42,6 +42,7 @@ class SimCLR(PretrainModule):
     """
 
     method = "simclr"
+    summary = "contrastive: InfoNCE between two views, global negatives"
     pooling = "token"
 
     def __init__(

@@ -235,12 +235,12 @@ def test_overwrite_replaces_an_earlier_output_only_with_the_umask_permissions(ti
 
 def test_a_failure_half_way_leaves_nothing(tiny_export, tmp_path, monkeypatch):
     """int8 and pruned artefacts are written, then the ONNX export fails: no output, no staging."""
-    import selfsup.compress.api as api
+    import selfsup.compress.variant_onnx as variant_onnx
 
     def broken(*args, **kwargs):
         raise RuntimeError("exporter crashed")
 
-    monkeypatch.setattr(api, "export_onnx", broken)
+    monkeypatch.setattr(variant_onnx, "export_onnx", broken)
     with pytest.raises(RuntimeError, match="exporter crashed"):
         compress(tiny_export, tmp_path / "out", int8=True, int8_mode="weight_only", prune=0.3, onnx=True)
     assert _nothing_written(tmp_path)

@@ -1,8 +1,16 @@
+from pathlib import Path
+
 import lightning as L
+import numpy as np
+import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
+from sklearn.neighbors import KNeighborsClassifier
 
 from selfsup import MAE, ImageDataModule, SimCLR
+from selfsup._lightning import RunCheckpoint
 from selfsup.eval import KNNMonitor, OnlineLinearProbe
+from selfsup.eval.features import extract_features
 
 
 def fit(module, callbacks, tmp_path, epochs=1):
@@ -107,9 +115,73 @@ def test_probe_state_survives_a_save_and_restore(tmp_path, monkeypatch):
     assert torch.equal(restored.head.weight, probe.head.weight)
 
 
-def test_knn_monitor_logs_a_checkpointable_metric(tmp_path):
-    monitor = KNNMonitor(every_n_epochs=1, k=5, max_train_samples=64)
-    trainer = fit(tiny(SimCLR), [monitor], tmp_path, epochs=2)
+def sklearn_knn_top1(module, data, k, temperature, max_train_samples):
+    """kNN top-1 of ``module``'s encoder computed apart from selfsup's kNN: scikit-learn's
+    neighbours by cosine distance, each voting with weight ``exp(similarity / T)``."""
+    pool = module.default_pool
+    bank, bank_labels = extract_features(
+        module.encoder, data.eval_dataloader("train", max_samples=max_train_samples), module.normalize, pool
+    )
+    query, query_labels = extract_features(
+        module.encoder, data.eval_dataloader("val"), module.normalize, pool
+    )
+    classifier = KNeighborsClassifier(
+        n_neighbors=k, metric="cosine", weights=lambda distance: np.exp((1.0 - distance) / temperature)
+    )
+    classifier.fit(bank.double().numpy(), bank_labels.numpy())
+    return float((classifier.predict(query.double().numpy()) == query_labels.numpy()).mean())
+
+
+class _RecordKNN(Callback):
+    """After the monitor, at the end of every epoch: the encoder's kNN top-1 by scikit-learn."""
+
+    def __init__(self, k, temperature, max_train_samples):
+        self.k, self.temperature, self.max_train_samples = k, temperature, max_train_samples
+        self.values = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        value = sklearn_knn_top1(
+            pl_module, trainer.datamodule, self.k, self.temperature, self.max_train_samples
+        )
+        self.values.append(value)
+
+
+def test_knn_monitor_logs_the_real_knn_accuracy_and_the_best_checkpoint_is_chosen_by_it(tmp_path):
+    monitor = KNNMonitor(every_n_epochs=1, k=5, temperature=0.1, max_train_samples=64)
+    record = _RecordKNN(k=5, temperature=0.1, max_train_samples=64)
+    checkpoint = RunCheckpoint(
+        dirpath=tmp_path / "checkpoints",
+        monitor="val/knn_top1",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        filename="best-{epoch:03d}-{step:06d}",
+    )
+    module = tiny(SimCLR)
+    L.seed_everything(0)
+    data = ImageDataModule(image_size=16, batch_size=32, num_workers=0, train_subset=96, val_subset=64)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[monitor, record, checkpoint],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, data)
+    # what the monitor logged each epoch is the kNN accuracy of the encoder at that epoch
     assert [epoch for epoch, _ in monitor.history] == [0, 1]
-    assert all(0.0 <= value <= 1.0 for _, value in monitor.history)
-    assert "val/knn_top1" in trainer.callback_metrics
+    logged = [value for _, value in monitor.history]
+    assert logged == pytest.approx(record.values, abs=1e-6), (logged, record.values)
+    assert float(trainer.callback_metrics["val/knn_top1"]) == pytest.approx(record.values[-1], abs=1e-6)
+    # the best checkpoint is the first epoch of highest kNN accuracy, and holds that epoch's weights
+    best_epoch = logged.index(max(logged)) + 1  # epochs completed
+    assert best_epoch < len(logged), logged  # with this seed the best is not the latest: chosen by kNN
+    best = Path(checkpoint.best_model_path)
+    assert best.name == f"best-epoch={best_epoch:03d}-step={3 * best_epoch:06d}.ckpt", best.name
+    assert sorted(p.name for p in best.parent.iterdir()) == sorted([best.name, "last.ckpt"])
+    assert float(checkpoint.best_model_score) == pytest.approx(max(logged), abs=1e-6)
+    restored = tiny(SimCLR)
+    restored.load_state_dict(torch.load(best, weights_only=True)["state_dict"])
+    assert sklearn_knn_top1(restored, data, 5, 0.1, 64) == pytest.approx(max(logged), abs=1e-6)

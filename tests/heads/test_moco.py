@@ -28,16 +28,25 @@ def test_layer_pattern_follows_the_reference():
     assert kinds(build_mlp(1, 10, 16, 6)) == ["Linear", "BatchNorm1d-noaffine"]
 
 
-def test_projector_and_predictor_defaults():
-    with torch.device("meta"):  # the real widths, without allocating them
-        projector, predictor = moco_projector(192), moco_predictor()
-    assert [m.out_features for m in projector if isinstance(m, nn.Linear)] == [4096, 4096, 256]
-    assert [m.out_features for m in predictor if isinstance(m, nn.Linear)] == [4096, 256]
-    assert isinstance(projector[-1], nn.BatchNorm1d) and not projector[-1].affine
-    # MoCo_ViT's predictor keeps the reference's default last_bn=True
-    assert isinstance(predictor[-1], nn.BatchNorm1d)
-    with torch.device("meta"):
-        assert isinstance(moco_predictor(last_bn=False)[-1], nn.Linear)
+def test_default_heads_chain_and_their_outputs_are_standardised_over_the_batch():
+    """With their defaults, the projector's output feeds the predictor, and both end in a BatchNorm
+    without a learned scale or shift: in training, every output feature has mean 0 and variance 1
+    over the batch, whatever the weights. The predictor with ``last_bn=False`` keeps its scale."""
+    torch.manual_seed(0)
+    projector, predictor = moco_projector(192), moco_predictor()
+    x = torch.randn(16, 192) * 3 + 1
+    with torch.no_grad():
+        for p in [*projector.parameters(), *predictor.parameters()]:  # trained weights, not the init
+            p.mul_(1.5).add_(0.1)
+        z = projector(x)
+        q = predictor(z)
+        unnormalised = moco_predictor(last_bn=False)(z)
+    for out in (z, q):
+        assert out.shape == (16, 256)
+        torch.testing.assert_close(out.mean(0), torch.zeros(256), atol=1e-4, rtol=0)
+        torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(256), atol=1e-2, rtol=0)
+    assert unnormalised.shape == (16, 256)
+    assert (unnormalised.var(0, unbiased=False) - 1).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("last_bn", [True, False])

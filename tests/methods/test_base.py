@@ -29,12 +29,31 @@ def test_momentum_follows_the_cosine_over_all_optimiser_steps():
         assert model.teacher_momentum(step) == pytest.approx(expected, abs=1e-12)
 
 
-def test_ema_update_equals_its_formula_and_the_teacher_gets_no_gradient():
+def test_ema_update_equals_its_formula_and_the_teacher_gets_no_gradient(monkeypatch):
     student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     before = [p.detach().clone() for p in teacher.parameters()]
     ema_update(teacher, student, 0.9)
     for t, b, s in zip(teacher.parameters(), before, student.parameters(), strict=True):
         torch.testing.assert_close(t.detach(), 0.9 * b + 0.1 * s.detach())
+    # a method's teachers: after the loss's backward, no gradient and none wanted; then the EMA step
+    L.seed_everything(0)
+    model = mocov3()
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
+    x = model.normalize(torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8))
+    model.training_step(((x, x.flip(-1)), torch.zeros(4, dtype=torch.long)), 0)["loss"].backward()
+    students = [*model.encoder.parameters(), *model.projector.parameters()]
+    teachers = [*model.momentum_encoder.parameters(), *model.momentum_projector.parameters()]
+    assert len(teachers) == len(students) and any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in students
+    )
+    assert all(p.grad is None and not p.requires_grad for p in teachers)
+    before = [p.detach().clone() for p in teachers]
+    model.update_teachers(0)
+    m = model.teacher_momentum(0)
+    assert 0 < m < 1
+    for t, b, s in zip(teachers, before, students, strict=True):
+        torch.testing.assert_close(t, m * b + (1 - m) * s.detach())
+        assert t.grad is None and not t.requires_grad
 
 
 def test_teachers_move_by_ema_after_each_optimizer_step_only():

@@ -96,16 +96,39 @@ def test_reconstruction_grid_png_has_the_expected_size(tmp_path):
     assert image.mode == "RGB"
 
 
-def test_switching_class_path_from_simclr_to_mae_changes_nothing_else():
-    simclr = yaml.safe_load((REPO / "configs/simclr/vit_tiny_cifar10.yaml").read_text())
-    mae = yaml.safe_load((REPO / "configs/mae/vit_tiny_cifar10.yaml").read_text())
-    assert mae["data"] == simclr["data"]
-    encoder_keys = ("encoder", "patch_size", "encoder_kwargs")
-    assert {k: mae["model"]["init_args"].get(k) for k in encoder_keys} == {
-        k: simclr["model"]["init_args"].get(k) for k in encoder_keys
+def resolved_config(path, capsys):
+    """The config ``selfsup fit -c path`` runs, as ``--print_config`` prints it (defaults filled in)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "-c", str(REPO / path), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_switching_class_path_from_simclr_to_mae_changes_nothing_else(capsys):
+    """The MAE config is the SimCLR one with the method switched: as the CLI resolves them, the data,
+    checkpoint and seed are the same, the trainer differs only in the run name, the epochs and MAE's
+    reconstruction grid, and the model only in each method's own arguments."""
+    simclr = resolved_config("configs/simclr/vit_tiny_cifar10.yaml", capsys)
+    mae = resolved_config("configs/mae/vit_tiny_cifar10.yaml", capsys)
+    assert (simclr["model"]["class_path"], mae["model"]["class_path"]) == ("selfsup.SimCLR", "selfsup.MAE")
+    for section in ("data", "checkpoint", "seed_everything"):
+        assert mae[section] == simclr[section], section
+    own = ("logger", "callbacks", "max_epochs")
+    assert {k: v for k, v in mae["trainer"].items() if k not in own} == {
+        k: v for k, v in simclr["trainer"].items() if k not in own
     }
-    for key in ("accelerator", "devices", "precision"):
-        assert mae["trainer"][key] == simclr["trainer"][key]
+    logger = simclr["trainer"]["logger"]
+    assert mae["trainer"]["logger"] == {
+        **logger,
+        "init_args": {**logger["init_args"], "name": "mae_vit_tiny_cifar10"},
+    }
+    grid = [c for c in mae["trainer"]["callbacks"] if c["class_path"] == "selfsup.eval.ReconstructionGrid"]
+    assert len(grid) == 1
+    assert [c for c in mae["trainer"]["callbacks"] if c not in grid] == simclr["trainer"]["callbacks"]
+    simclr_args, mae_args = simclr["model"]["init_args"], mae["model"]["init_args"]
+    shared = (simclr_args.keys() & mae_args.keys()) - {"augment", "optim"}  # each method's own values
+    assert {"encoder", "patch_size", "encoder_kwargs"} <= shared
+    assert {k: mae_args[k] for k in shared} == {k: simclr_args[k] for k in shared}
 
 
 def test_cli_fast_dev_run_of_the_mae_config(tmp_path, monkeypatch):
