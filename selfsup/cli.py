@@ -3,8 +3,8 @@
 ``selfsup fit|validate|test|predict -c CONFIG [--section.key value ...]`` is LightningCLI: every
 typed constructor argument of the model, the data and the trainer is settable from YAML or the
 command line, ``--print_config`` shows the resolved configuration, and the resolved configuration is
-saved as ``config.yaml`` beside the logs of every run. The other subcommands (``COMMANDS``) evaluate,
-export, compress and look at checkpoints and data.
+saved as ``config.yaml`` beside the logs of every run. The other subcommands (``COMMANDS``, one
+module of :mod:`selfsup.commands` each) evaluate, export, compress and look at checkpoints and data.
 
 Errors in what the user typed (a bad value, a missing file, a wrong checkpoint) end with one line,
 ``selfsup: error: ...``, and exit status 1 (2 for an unparsable command line); ``--debug`` or
@@ -29,14 +29,25 @@ class Command(NamedTuple):
     summary: str
 
 
-# The registry of subcommands besides LightningCLI's: `selfsup --help` lists them from here.
+# The registry of subcommands besides LightningCLI's, one module of selfsup.commands each: `selfsup --help`
+# lists them from here.
 COMMANDS: dict[str, Command] = {
-    "probe": Command("selfsup.commands:probe_command", "kNN and linear-probe accuracy of checkpoints"),
-    "export": Command("selfsup.commands:export_command", "write a checkpoint as a folder plain timm loads"),
-    "compress": Command("selfsup.compress:compress_command", "int8, pruned and ONNX versions of an export"),
-    "attention": Command("selfsup.eval.attention:attention_command", "class-token attention maps as PNGs"),
-    "preview": Command("selfsup.commands:preview_command", "a PNG of the augmented views a config makes"),
-    "data": Command("selfsup.commands:data_command", "data optimize: an ImageFolder as streaming chunks"),
+    "probe": Command("selfsup.commands.probe:probe_command", "kNN and linear-probe accuracy of checkpoints"),
+    "export": Command(
+        "selfsup.commands.export:export_command", "write a checkpoint as a folder plain timm loads"
+    ),
+    "compress": Command(
+        "selfsup.commands.compress:compress_command", "int8, pruned and ONNX versions of an export"
+    ),
+    "attention": Command(
+        "selfsup.commands.attention:attention_command", "class-token attention maps as PNGs"
+    ),
+    "preview": Command(
+        "selfsup.commands.preview:preview_command", "a PNG of the augmented views a config makes"
+    ),
+    "data": Command(
+        "selfsup.commands.data:data_command", "data optimize: an ImageFolder as streaming chunks"
+    ),
 }
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a method or a fine-tune from a config (-c CONFIG)",

@@ -19,7 +19,6 @@ Formats:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import pickle
@@ -31,6 +30,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+# as_config is re-exported (``x as x``): the methods read their configs through the contract
+from selfsup.config_values import as_config as as_config
+from selfsup.config_values import plain
 from selfsup.contract_format1 import FORMAT_1_STATE_KEYS, from_format_1, pair
 
 CHECKPOINT_KEY = "selfsup"
@@ -50,33 +52,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class CheckpointError(ValueError):
     """A file that is not a usable selfsup checkpoint here; the message names the file, the
     problem and the fix."""
-
-
-def plain(value: Any) -> Any:
-    """Dataclasses → dicts and tuples → lists, recursively: what ``torch.load(weights_only=True)``
-    and JSON both read."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
-def as_config(cls: type, value: Any) -> Any:
-    """A dataclass instance, from itself or from a mapping of its fields (as stored in a checkpoint
-    or written in YAML); lists become tuples where the field's default is a tuple."""
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        fixed = {
-            k: tuple(v) if isinstance(v, list) and isinstance(defaults.get(k), tuple) else v
-            for k, v in value.items()
-        }
-        return cls(**fixed)
-    raise TypeError(f"expected {cls.__name__} or a dict of its fields, got {type(value).__name__}.")
 
 
 @dataclass(frozen=True)
@@ -313,6 +288,29 @@ def load_checkpoint(
 def read_meta(checkpoint: dict[str, Any], path: str | os.PathLike = "<checkpoint>") -> CheckpointMeta:
     """The metadata of a checkpoint loaded by :func:`load_checkpoint`."""
     return CheckpointMeta.from_dict(checkpoint[CHECKPOINT_KEY], path)
+
+
+# --- the one reader of Lightning's checkpoint keys: every other module goes through these ---------
+
+
+def model_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The whole module's weights (Lightning's ``state_dict``), the dict itself (hooks edit it)."""
+    return checkpoint["state_dict"]
+
+
+def set_model_weights(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+    """Replace the module's weights in ``checkpoint`` (a module's ``on_save_checkpoint``)."""
+    checkpoint["state_dict"] = weights
+
+
+def model_arguments(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The module's constructor arguments as recorded (Lightning's ``hyper_parameters``)."""
+    return dict(checkpoint.get("hyper_parameters") or {})
+
+
+def data_arguments(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The data module's constructor arguments as recorded (``datamodule_hyper_parameters``)."""
+    return dict(checkpoint.get("datamodule_hyper_parameters") or {})
 
 
 def epochs_trained(checkpoint: dict[str, Any]) -> int:

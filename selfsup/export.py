@@ -32,8 +32,10 @@ from selfsup.contract import (
     CheckpointError,
     CheckpointMeta,
     build_backbone,
+    data_arguments,
     epochs_trained,  # re-exported: it lived here before selfsup.contract
     load_checkpoint,
+    model_arguments,
     plain,
     read_meta,
 )
@@ -180,7 +182,7 @@ def export_metadata(
     checkpoint: dict[str, Any], meta: CheckpointMeta, source: str | os.PathLike, **extra: Any
 ) -> dict[str, Any]:
     """``selfsup.json``: what was exported, from what, trained how."""
-    hparams = checkpoint.get("hyper_parameters", {})
+    hparams = model_arguments(checkpoint)
     return {
         "format": EXPORT_FORMAT,
         "kind": meta.kind,
@@ -190,7 +192,7 @@ def export_metadata(
         "mean": list(meta.mean),
         "std": list(meta.std),
         "recipe": {k: v for k, v in hparams.items() if not k.startswith("_")},
-        "data": checkpoint.get("datamodule_hyper_parameters", {}),
+        "data": data_arguments(checkpoint),
         "epochs": epochs_trained(checkpoint),
         "global_step": checkpoint.get("global_step"),
         "source_checkpoint": str(source),

@@ -19,7 +19,14 @@ from selfsup._lightning import (
     throttle_sigterm_broadcast,
 )
 from selfsup.checkpoint import ExactResume
-from selfsup.contract import CheckpointError, load_checkpoint, read_meta
+from selfsup.contract import (
+    CheckpointError,
+    load_checkpoint,
+    model_arguments,
+    model_weights,
+    read_meta,
+    set_model_weights,
+)
 from selfsup.settings import PROGRESS_REFRESH_STEPS, RUN_ROOT
 
 SIGTERM_CHECK_STEPS = 20
@@ -169,7 +176,7 @@ class SelfSupCLI(LightningCLI):
         meta = read_meta(checkpoint, path)
         self._check_method(config, meta, path)
         self._resume = (path, checkpoint)
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams = model_arguments(checkpoint)
         hparams.pop("_instantiator", None)
         class_path = hparams.pop("_class_path", None) or config.model.class_path
         if hparams:
@@ -215,10 +222,11 @@ class SelfSupCLI(LightningCLI):
             return
         path, checkpoint = self._resume
         self._resume = None
-        probe = {**checkpoint, "state_dict": dict(checkpoint["state_dict"])}
+        probe = dict(checkpoint)
+        set_model_weights(probe, dict(model_weights(checkpoint)))
         self.model.on_load_checkpoint(probe)  # what resuming does first (upgrades, a teacher's weights)
         model = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in probe["state_dict"].items()}
+        found = {k: tuple(v.shape) for k, v in model_weights(probe).items()}
         extra = sorted(set(found) - set(model))
         missing = sorted(set(model) - set(found))
         reshaped = sorted(k for k in set(model) & set(found) if model[k] != found[k])

@@ -2,13 +2,16 @@
 preview, data): every boolean flag takes the same forms, and a parse error is one line naming the
 option with its ``--``, with exit status 2."""
 
+import ast
 import importlib
+import inspect
 
 import pytest
 from jsonargparse import ActionYesNo, ArgumentParser
 
 from selfsup.arguments import is_flag
 from selfsup.cli import COMMANDS, main
+from tests.helpers import REPO
 
 # the least each command parses: its positional arguments and required options
 MINIMAL = {
@@ -32,6 +35,24 @@ def parse(parser, argv):
     if isinstance(parser, ArgumentParser):
         return parser.parse_args(argv)
     return parser.parse_known_args(argv)[0]  # preview: what it does not know goes to the config
+
+
+def test_each_command_is_one_module_of_selfsup_commands():
+    """One file per subcommand: ``selfsup NAME`` runs ``selfsup.commands.NAME:NAME_command``, the one
+    ``*_command`` its module defines (beside ``NAME_parser``), and every module there is a command."""
+    modules = {path.stem for path in (REPO / "selfsup" / "commands").glob("*.py")} - {"__init__"}
+    assert modules == set(COMMANDS)
+    for name, command in COMMANDS.items():
+        assert command.target == f"selfsup.commands.{name}:{name}_command"
+        module = importlib.import_module(f"selfsup.commands.{name}")
+        tree = ast.parse(inspect.getsource(module))
+        defined = [
+            n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.endswith("_command")
+        ]
+        assert defined == [f"{name}_command"], f"selfsup/commands/{name}.py defines {defined}"
+        function = getattr(module, f"{name}_command")
+        assert inspect.isfunction(function) and function.__module__ == module.__name__
+        assert inspect.isfunction(getattr(module, f"{name}_parser"))
 
 
 def test_every_command_has_a_parser_and_a_minimal_command_line():

@@ -3,6 +3,7 @@ another test module, no package named after a standard-library module, the impor
 pyproject.toml kept and no import cycle between selfsup's modules."""
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def test_the_torch_distributed_contract_reads_every_form_of_import():
 
 
 def test_moved_names_still_import_from_where_they_were():
+    import selfsup.commands
     from selfsup.augment.preview import preview_command
     from selfsup.cli import PROGRESS_REFRESH_STEPS, RUN_ROOT
     from selfsup.commands import preview_command as moved_command
@@ -106,6 +108,18 @@ def test_moved_names_still_import_from_where_they_were():
     from selfsup.settings import RUN_ROOT as root
 
     assert preview_command is moved_command and exported_epochs_trained is epochs_trained
+    # selfsup.commands was one module; its names now come from selfsup.commands.NAME
+    for name, module in (
+        ("probe_command", "probe"),
+        ("DataOverrides", "probe"),
+        ("export_parser", "export"),
+        ("data_command", "data"),
+        ("compress_command", "compress"),
+        ("attention_command", "attention"),
+    ):
+        assert getattr(selfsup.commands, name) is getattr(
+            importlib.import_module(f"selfsup.commands.{module}"), name
+        )
     assert (RUN_ROOT, PROGRESS_REFRESH_STEPS) == (root, refresh) == ("runs", 10)
 
 
@@ -117,3 +131,18 @@ def test_no_module_of_the_package_is_over_400_lines():
         if (n := len(path.read_text().splitlines())) > 400
     }
     assert not long, long
+
+
+def test_only_the_contract_reads_lightnings_checkpoint_keys():
+    """Lightning's checkpoint layout (``state_dict``, ``hyper_parameters``,
+    ``datamodule_hyper_parameters``) is read in one place, ``selfsup.contract``; everything else
+    asks it (``model_weights``, ``model_arguments``, ``data_arguments``)."""
+    raw = {"state_dict", "hyper_parameters", "datamodule_hyper_parameters"}
+    found = []
+    for path in (REPO / "selfsup").rglob("*.py"):
+        if path.name == "contract.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in raw:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert not found, found

@@ -11,15 +11,8 @@ from selfsup.cli import COMMANDS, LIGHTNING_COMMANDS
 from selfsup.cli import run as selfsup_run
 from tests.helpers import REPO
 
-# where each subcommand's parser is (COMMANDS names the function that runs it)
-PARSERS = {
-    "probe": "selfsup.commands:probe_parser",
-    "export": "selfsup.commands:export_parser",
-    "preview": "selfsup.commands:preview_parser",
-    "data": "selfsup.commands:data_parser",
-    "compress": "selfsup.compress.command:compress_parser",
-    "attention": "selfsup.eval.attention:attention_parser",
-}
+# where each subcommand's parser is: beside the function COMMANDS names (selfsup.commands.NAME)
+PARSERS = {name: f"selfsup.commands.{name}:{name}_parser" for name in COMMANDS}
 
 
 def bash_blocks(text: str) -> list[str]:

@@ -62,7 +62,9 @@ def apply_view(
     GPU at about 1/1000 of the range in precision); the crop is always resampled in float32.
     """
     x, bound = as_float(images)
-    return _apply(x, bound, params, config, _norm(mean, std), out_dtype, compute_dtype)
+    extra = kornia_ops(config)  # built per call here; MultiViewAugment builds them once
+    extra = extra.to(x.device) if extra is not None else None
+    return _apply(x, bound, params, config, _norm(mean, std), out_dtype, compute_dtype, extra)
 
 
 def as_float(images: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -75,6 +77,31 @@ def as_float(images: torch.Tensor) -> tuple[torch.Tensor, float]:
     if images.is_floating_point():
         return images.float(), 1.0
     raise TypeError(f"expected uint8 or float images, got {images.dtype}.")
+
+
+def kornia_ops(config: ViewConfig) -> nn.Module | None:
+    """The view's extra Kornia augmentations (``ViewConfig.kornia``) as one module, or None. Kornia
+    is imported only here, and only for a view that asks for it."""
+    if not config.kornia:
+        return None
+    import kornia.augmentation
+
+    ops = []
+    for entry in config.kornia:
+        name = entry["class_path"].rsplit(".", 1)[1]
+        cls = getattr(kornia.augmentation, name, None)
+        if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+            import difflib
+
+            known = [n for n in dir(kornia.augmentation) if n.startswith("Random")]
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"kornia.augmentation has no augmentation '{name}'.{hint}")
+        try:
+            ops.append(cls(**entry["init_args"]))
+        except TypeError as err:
+            raise ValueError(f"{entry['class_path']}: {err}") from None
+    return nn.Sequential(*ops)
 
 
 def _norm(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -92,6 +119,7 @@ def _apply(
     norm: tuple[tuple[float, ...], tuple[float, ...]],
     out_dtype: torch.dtype,
     compute_dtype: torch.dtype,
+    extra: nn.Module | None = None,
 ) -> torch.Tensor:
     b, _, height, width = x.shape
     if params.batch_size != b or tuple(params.in_hw) != (height, width):
@@ -143,6 +171,11 @@ def _apply(
     # 5. solarize: per-sample threshold, +inf where not drawn
     if config.solarize_prob > 0:
         torch.where(v >= plan["solarize"].to(compute_dtype)[:, None, None, None], bound - v, v, out=v)
+
+    # 5b. the view's Kornia augmentations (ViewConfig.kornia), on [0, 1] images
+    if extra is not None:
+        v = (extra(v.float() / bound) * bound).to(compute_dtype).contiguous()
+        spare = torch.empty_like(v)
 
     # 6. normalise (and grayscale, when folded): one matrix per sample and an offset
     out = torch.bmm(plan["final"].to(compute_dtype), v.view(b, 3, -1), out=spare.view(b, 3, -1))
@@ -249,6 +282,8 @@ class MultiViewAugment(nn.Module):
             if not isinstance(view, ViewConfig):
                 raise TypeError(f"views must be ViewConfig instances, got {type(view).__name__}.")
         self.views = list(views)
+        # a view's Kornia augmentations, built once (modules: they follow the augmenter's device)
+        self.extra = nn.ModuleList([kornia_ops(view) or nn.Identity() for view in self.views])
         self.norm = _norm(mean, std)
         self.out_dtype = out_dtype
         self.compute_dtype = compute_dtype
@@ -270,11 +305,11 @@ class MultiViewAugment(nn.Module):
         x, bound = as_float(images)
         in_hw = (x.shape[-2], x.shape[-1])
         outputs, drawn = [], []
-        for view in self.views:
+        for view, extra in zip(self.views, self.extra, strict=True):
             params = sample_view_params(x.shape[0], in_hw, view, generator)
-            outputs.append(
-                _apply(x, bound, params, view, self.norm, out_dtype or self.out_dtype, self.compute_dtype)
-            )
+            extra = None if isinstance(extra, nn.Identity) else extra
+            dtype = out_dtype or self.out_dtype
+            outputs.append(_apply(x, bound, params, view, self.norm, dtype, self.compute_dtype, extra))
             drawn.append(params)
         return outputs, drawn
 

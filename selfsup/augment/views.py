@@ -47,6 +47,12 @@ class ViewConfig:
         solarize_threshold: pixels at or above this value (in [0, 1]) are inverted.
         interpolation: ``bilinear`` or ``bicubic`` resampling of the crop, antialiased when the
             crop is larger than the output (as torchvision's ``resized_crop(antialias=True)``).
+        kornia: further Kornia augmentations for this view, applied to the whole batch on the
+            device after the built-in ops and before normalisation, in order, each as
+            ``{"class_path": "kornia.augmentation.RandomMotionBlur", "init_args": {...}}`` (in
+            YAML: a list of such mappings). For what the built-in engine lacks: elastic,
+            perspective or motion-blur transforms for medical or satellite images. They draw from
+            torch's global generator, so a seed makes them reproducible.
     """
 
     size: int | None = None
@@ -65,8 +71,10 @@ class ViewConfig:
     solarize_prob: float = 0.0
     solarize_threshold: float = 0.5
     interpolation: Interpolation = "bilinear"
+    kornia: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kornia", tuple(_kornia_entry(entry) for entry in self.kornia))
         for name in ("crop_scale", "crop_ratio", "blur_sigma"):  # YAML gives lists
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
@@ -99,6 +107,26 @@ class ViewConfig:
     def blur_kernel(self, size: int) -> int:
         """The blur kernel's side at output side ``size``: odd, ``blur_kernel_fraction`` of it."""
         return int(self.blur_kernel_fraction * size) // 2 * 2 + 1
+
+
+KORNIA_PREFIX = "kornia.augmentation."
+
+
+def _kornia_entry(entry: object) -> dict:
+    """``{"class_path": "kornia.augmentation.X", "init_args": {...}}``, checked (not imported)."""
+    if isinstance(entry, str):
+        entry = {"class_path": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_path"), str):
+        raise ValueError(
+            f"each kornia entry is a mapping with a class_path, e.g. {{class_path: {KORNIA_PREFIX}RandomMotionBlur, "
+            f"init_args: {{kernel_size: 3, angle: 35.0, direction: 0.5}}}}; got {entry!r}."
+        )
+    unknown = set(entry) - {"class_path", "init_args"}
+    if unknown or not entry["class_path"].startswith(KORNIA_PREFIX):
+        raise ValueError(
+            f"a kornia entry takes class_path (a class of {KORNIA_PREFIX[:-1]}) and init_args, got {entry!r}."
+        )
+    return {"class_path": entry["class_path"], "init_args": dict(entry.get("init_args") or {})}
 
 
 def _check_range(name: str, value: tuple[float, ...], low: float, high: float, rule: str) -> None:

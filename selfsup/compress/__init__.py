@@ -1,6 +1,7 @@
 """``selfsup compress``: int8, pruned and ONNX versions of an export, and a table comparing them.
 
-- :func:`compress` / :func:`compress_command`: the command (``selfsup.compress.api``, ``.command``);
+- :func:`compress`: what ``selfsup compress`` runs (``selfsup.compress.api``; its command line is
+  :mod:`selfsup.commands.compress`);
   ``source``: the export it reads and :func:`load_artefact`; ``variant_int8``, ``variant_pruned``,
   ``variant_onnx``: each artefact folder (``variant``: what they share);
 - ``int8``: torchao int8 linear layers; ``pruning``: magnitude pruning with ``torch.nn.utils.prune``;
@@ -9,7 +10,6 @@
 """
 
 from selfsup.compress.api import CompressReport, NotAnExport, compress, load_artefact, read_export
-from selfsup.compress.command import compress_command
 from selfsup.compress.pruning import PruneResult, make_permanent, prune_encoder, shrink_mlp, zero_fraction
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "NotAnExport",
     "PruneResult",
     "compress",
-    "compress_command",
     "load_artefact",
     "make_permanent",
     "prune_encoder",

@@ -3,10 +3,11 @@
 With ``ImageDataModule(decode="gpu")`` a batch's images arrive as a list of 1-D uint8 NumPy arrays
 (each a file's encoded bytes). They stay NumPy arrays on purpose: Lightning moves tensors to the
 device, and nvJPEG reads the encoded bytes from host memory. In ``on_after_batch_transfer`` the
-method calls::
+method (and the fine-tune) calls::
 
-    images = decode_batch(images, self.image_size, self.device)   # uint8 [B, 3, S, S] on the device
+    images = batch_images(images, self.image_size, self.device)   # uint8 [B, 3, S, S] on the device
 
+which leaves a decoded uint8 batch as it is and hands encoded files to :func:`decode_batch`,
 which decodes every JPEG of the batch in one batched nvJPEG call
 (``torchvision.io.decode_jpeg(list, device="cuda")``), resizes each decoded image so its shorter
 side is ``S`` and centre-crops it (antialiased bilinear, as the CPU path), and stacks the batch.
@@ -37,6 +38,17 @@ def encoded_collate(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[list[np.
     images = [np.asarray(data) for data, _ in batch]
     labels = torch.tensor([label for _, label in batch], dtype=torch.int64)
     return images, labels
+
+
+def batch_images(
+    images: torch.Tensor | Sequence[torch.Tensor | np.ndarray], size: int, device: torch.device | str
+) -> torch.Tensor:
+    """A batch's images as uint8 ``[B, 3, size, size]`` on ``device``: a tensor (decoded by the
+    DataLoader workers) as it is, a list or tuple of encoded files (``decode: gpu``) through
+    :func:`decode_batch`. The one place a step, the fine-tune and ``selfsup preview`` tell them apart."""
+    if isinstance(images, (list, tuple)):
+        return decode_batch(images, size, device)
+    return images
 
 
 def decode_batch(

@@ -11,6 +11,8 @@ from selfsup.encoders.vit import (
     default_pool,
     embed_tokens,
     encode_visible,
+    is_vit,
+    is_vit_name,
     pooled_features,
     run_blocks,
 )
@@ -33,4 +35,6 @@ __all__ = [
     "data_config",
     "default_pool",
     "pooled_features",
+    "is_vit",
+    "is_vit_name",
 ]

@@ -80,6 +80,20 @@ def create_encoder(
     return model
 
 
+def is_vit(model: nn.Module) -> bool:
+    """Whether ``model`` is a timm ``VisionTransformer`` (patch tokens, class token, blocks)."""
+    return isinstance(model, VisionTransformer)
+
+
+def is_vit_name(name: str) -> bool:
+    """Whether the timm model ``name`` builds a ``VisionTransformer`` (ViT and DeiT families),
+    without building it. An unknown name counts as one, so :func:`create_encoder` reports it with
+    suggestions."""
+    if not timm.is_model(name):
+        return True
+    return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1] in ("vision_transformer", "deit")
+
+
 def check_patch_grid(encoder: VisionTransformer) -> None:
     """Raise ``ValueError`` unless the encoder's image size is a whole number of patches."""
     size = _pair(encoder.patch_embed.img_size)

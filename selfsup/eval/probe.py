@@ -34,6 +34,7 @@ from rich.table import Table
 
 from selfsup.augment.normalize import Normalize
 from selfsup.contract import (
+    data_arguments,
     epochs_trained,
     load_backbone_weights,
     load_checkpoint,
@@ -322,7 +323,7 @@ def data_for(checkpoint: dict[str, Any], overrides: dict[str, Any]) -> ImageData
 
     A relative data root saved by an older checkpoint is taken from the current folder; when it
     does not exist there, the error says so and asks for ``--data.root``."""
-    saved = dict(checkpoint.get("datamodule_hyper_parameters", {}))
+    saved = data_arguments(checkpoint)
     args = {k: v for k, v in saved.items() if k in (*DATA_KEYS, "batch_size", "num_workers", "download")}
     args["image_size"] = read_meta(checkpoint).backbone.img_size
     args.update({k: v for k, v in overrides.items() if v is not None})

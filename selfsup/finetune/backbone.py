@@ -10,14 +10,9 @@ from typing import Any
 
 import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from selfsup.encoders import NotAVisionTransformer, create_encoder
-
-
-def is_vit(model: nn.Module) -> bool:
-    return isinstance(model, VisionTransformer)
+from selfsup.encoders import NotAVisionTransformer, create_encoder, is_vit_name
 
 
 def load_backbone(
@@ -46,7 +41,7 @@ def load_backbone(
         return encoder.train()
     if not timm.is_model(backbone):
         return create_encoder(backbone)  # raises the unknown-name error, with suggestions
-    if timm.models.model_entrypoint(backbone).__module__.rsplit(".", 1)[-1] in ("vision_transformer", "deit"):
+    if is_vit_name(backbone):
         try:
             return create_encoder(backbone, img_size=img_size, patch_size=patch_size, **kwargs)
         except NotAVisionTransformer:

@@ -38,9 +38,9 @@ from typing import Any
 
 from torch import nn
 
-from selfsup.contract import load_checkpoint, read_meta
+from selfsup.contract import data_arguments, load_checkpoint, read_meta
+from selfsup.encoders import is_vit
 from selfsup.export import EXPORT_WHAT, EXPORT_WRITES, export_metadata, write_export
-from selfsup.finetune.backbone import is_vit
 from selfsup.finetune.module import FineTune
 from selfsup.finetune.strategies import NotExportable
 from selfsup.output_folder import check_target
@@ -67,7 +67,7 @@ def export_finetuned(
     backbone = module.strategy.merge(copy.deepcopy(module.encoder))
     extra_files = {}
     extra: dict[str, Any] = {}
-    classes = (checkpoint.get("datamodule_hyper_parameters") or {}).get("classes")
+    classes = data_arguments(checkpoint).get("classes")
     if module.task.name == "classification":
         if module.head.kind != "linear":
             raise NotExportable("an MLP head has no plain-timm counterpart: export needs head: linear.")

@@ -16,11 +16,14 @@ from selfsup.contract import (
     ModelSpec,
     as_config,
     load_checkpoint,
+    model_arguments,
+    model_weights,
     plain,
     read_meta,
 )
-from selfsup.encoders import default_pool
-from selfsup.finetune.backbone import dense_output, is_vit, load_backbone, pool_output
+from selfsup.data.decode import batch_images
+from selfsup.encoders import default_pool, is_vit
+from selfsup.finetune.backbone import dense_output, load_backbone, pool_output
 from selfsup.finetune.strategies import STRATEGIES, Strategy, get_strategy
 from selfsup.finetune.tasks import TASKS
 from selfsup.finetune.tasks.detection import DetectorConfig
@@ -251,10 +254,7 @@ class FineTune(SelfSupModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, targets = batch[0], batch[1]
-        if isinstance(images, (list, tuple)):  # data.decode: gpu
-            from selfsup.data.decode import decode_batch
-
-            images = decode_batch(images, self.image_size, self.device)
+        images = batch_images(images, self.image_size, self.device)  # decodes where data.decode is gpu
         if self._trainer is not None and self._trainer.training:
             return self.task.train_batch(images, targets)
         return self.task.eval_batch(images, targets, self.normalize)
@@ -314,7 +314,7 @@ class FineTune(SelfSupModule):
         metadata, no pretrained weights fetched), with its trained weights, in eval mode."""
         checkpoint = load_checkpoint(path)
         meta = read_meta(checkpoint, path).require(path, kind="finetune")
-        hparams = checkpoint.get("hyper_parameters", {})
+        hparams = model_arguments(checkpoint)
         spec = meta.backbone
         record = dict(meta.task["strategy"])
         name = record.pop("name")
@@ -333,7 +333,7 @@ class FineTune(SelfSupModule):
             **({"detector": meta.task["detector"]} if "detector" in meta.task else {}),
         )
         module.set_normalization(meta.mean, meta.std)
-        module.load_state_dict(checkpoint["state_dict"])
+        module.load_state_dict(model_weights(checkpoint))
         if meta.task.get("classes") and hasattr(module.task, "class_names"):
             module.task.class_names = list(meta.task["classes"])
         return module.eval()

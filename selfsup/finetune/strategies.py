@@ -24,9 +24,8 @@ from timm.models._manipulate import group_parameters
 from torch import nn
 
 from selfsup.contract import CheckpointError
-from selfsup.encoders import embed_tokens, run_blocks
+from selfsup.encoders import embed_tokens, is_vit, run_blocks
 from selfsup.finetune.adapter import add_adapters
-from selfsup.finetune.backbone import is_vit
 from selfsup.finetune.lora import add_lora, merge_lora, merge_lora_state_dict
 
 

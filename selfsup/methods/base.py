@@ -18,7 +18,8 @@ A method is one file: a subclass of :class:`PretrainModule` that
   :meth:`log_step`.
 
 Everything else (encoder construction, augmentation in ``on_after_batch_transfer``, the optimiser
-and its schedules, the non-finite guard, checkpoint metadata) is here or in ``selfsup.module``.
+and its schedules, the non-finite guard, checkpoint metadata) is here or in ``selfsup.module``;
+continual pretraining (``init_from``, ``continual_weight``) is in :mod:`selfsup.methods.continual`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 from selfsup import distributed
 from selfsup.contract import CheckpointMeta, ModelSpec, as_config
+from selfsup.data.decode import batch_images
 from selfsup.encoders import (
     Pool,
     check_patch_grid,
@@ -41,13 +43,14 @@ from selfsup.encoders import (
     default_pool,
     pooled_features,
 )
+from selfsup.methods.continual import ContinualDistillation
 from selfsup.module import SelfSupModule
 from selfsup.optim import OptimConfig, cosine
 
 DEFAULT_ENCODER = "vit_tiny_patch16_224"
 
 
-class PretrainModule(SelfSupModule):
+class PretrainModule(ContinualDistillation, SelfSupModule):
     """Base class of the self-supervised methods.
 
     Args:
@@ -71,7 +74,7 @@ class PretrainModule(SelfSupModule):
         continual_weight: with ``init_from``, keep what the starting encoder knew (CaSSLe, Fini et
             al. 2022): a frozen copy of it is a distillation teacher, and ``continual_weight`` times
             ``2 - 2 cos(predictor(student features), teacher features)`` on the first view is added
-            to the method's loss (0: off).
+            to the method's loss (0: off; see :mod:`selfsup.methods.continual`).
     """
 
     # the registered name and one line for ``selfsup --help`` (default: the docstring's first line),
@@ -95,19 +98,7 @@ class PretrainModule(SelfSupModule):
         super().__init__()
         self.set_guard(skip_nonfinite_steps)
         self.encoder: VisionTransformer = self.build_encoder(encoder, img_size, patch_size, encoder_kwargs)
-        if init_from is not None:
-            load_start_weights(self.encoder, init_from)
-        if continual_weight < 0 or (continual_weight > 0 and init_from is None):
-            raise ValueError(
-                f"continual_weight={continual_weight}: it must be >= 0, and > 0 only with init_from (the "
-                "encoder whose knowledge it keeps)."
-            )
-        self.continual_weight = continual_weight
-        if continual_weight > 0:
-            # CaSSLe: a frozen copy of the starting encoder, and a predictor from the current features
-            self.start_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
-            dim = self.encoder.num_features
-            self.continual_predictor = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.init_continual(init_from, continual_weight)
         self.optim = as_config(OptimConfig, optim)
         self.compile_model = compile
         facts = data_config(self.encoder, img_size)
@@ -116,7 +107,6 @@ class PretrainModule(SelfSupModule):
         self._teachers: list[tuple[str, str, float, float]] = []
         self.total_steps = 1
         self.view_augment: nn.Module | None = None
-        self._step_views: list[torch.Tensor] | None = None  # this step's views, for the continual term
 
     @staticmethod
     def build_encoder(
@@ -198,52 +188,15 @@ class PretrainModule(SelfSupModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch[0], batch[1]
-        if isinstance(images, (list, tuple)):  # data.decode: gpu — encoded files, decoded here
-            from selfsup.data.decode import decode_batch
-
-            images = decode_batch(images, self.image_size, self.device)
+        images = batch_images(images, self.image_size, self.device)  # decodes where data.decode is gpu
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ValueError(
                 f"batch images are {tuple(images.shape[-2:])} but the encoder takes {self.image_size}-px images: "
                 "set data.image_size to the encoder's img_size."
             )
         if self._trainer is not None and self._trainer.training:
-            views = self.augment(images)
-            if self.continual_weight > 0:
-                self._step_views = views  # for guard() in methods that do not pass their views
-            return views, labels
+            return self.augment(images), labels
         return self.normalize(images), labels
-
-    # --- the loss --------------------------------------------------------------------------------
-
-    def guard(self, loss: torch.Tensor, views: Any = None) -> torch.Tensor:
-        """The method's final loss: plus the continual-distillation term when ``continual_weight > 0``
-        (computed on the first of ``views``; None: the first view this step's batch was augmented
-        into), registered with the non-finite guard."""
-        if self.continual_weight > 0:
-            step_views, self._step_views = self._step_views, None
-            views = step_views if views is None else views
-            if views is None:
-                raise NotImplementedError(
-                    f"{type(self).__name__} does not pass its views to guard(), and no training batch was "
-                    "augmented this step: continual_weight needs the views."
-                )
-            view = views[0] if isinstance(views, (list, tuple)) else views
-            with torch.no_grad():
-                target = pooled_features(self.start_encoder, view, self.default_pool)
-            pred = self.continual_predictor(pooled_features(self.encoder, view, self.default_pool))
-            term = 2 - 2 * torch.nn.functional.cosine_similarity(pred, target.to(pred.dtype), dim=-1).mean()
-            self.log(
-                "train/continual_distill", term.detach(), on_step=True, on_epoch=True, batch_size=len(view)
-            )
-            loss = loss + self.continual_weight * term
-        return super().guard(loss)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.continual_weight > 0:
-            self.start_encoder.eval()  # a frozen teacher: no dropout, no drop-path
-        return self
 
     # --- features ----------------------------------------------------------------------------------
 
@@ -318,24 +271,6 @@ class PretrainModule(SelfSupModule):
             std=self.std,
             world_size=distributed.world_size(),
         )
-
-
-def load_start_weights(encoder: nn.Module, source: str) -> None:
-    """Continual pretraining: copy the backbone weights of an export folder or checkpoint into
-    ``encoder`` (nothing else: no optimiser state, no step)."""
-    from selfsup.contract import CheckpointError, ModelSpec
-    from selfsup.export import load_encoder
-
-    start = load_encoder(source)
-    have, want = ModelSpec.from_model(start), ModelSpec.from_model(encoder)
-    try:
-        encoder.load_state_dict(start.state_dict())
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"init_from '{source}' holds a {have.describe()} encoder with {dict(have.model_args)}, but this run builds "
-            f"{want.describe()} with {dict(want.model_args)}: set model.init_args.encoder, patch_size and "
-            f"encoder_kwargs to match it ({str(err).splitlines()[0]})."
-        ) from None
 
 
 @torch.no_grad()

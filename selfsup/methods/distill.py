@@ -24,8 +24,8 @@ from torch import nn
 
 from selfsup.augment import SimCLRViewConfig
 from selfsup.augment.normalize import Normalize
-from selfsup.contract import as_config
-from selfsup.encoders import pooled_features
+from selfsup.contract import as_config, model_weights, set_model_weights
+from selfsup.encoders import is_vit, is_vit_name, pooled_features
 from selfsup.losses.distillation import FeatureDistillationLoss
 from selfsup.methods.base import DEFAULT_ENCODER, PretrainModule
 from selfsup.optim import OptimConfig
@@ -97,7 +97,7 @@ class Distill(PretrainModule):
         self.teacher_normalize = Normalize(cfg.get("mean", self.mean), cfg.get("std", self.std))
         self.teacher_size = _input_size(self.teacher) or self.image_size
         self.patch_weight = float(patch_weight)
-        if patch_weight > 0 and not (_is_vit(self.encoder) and _is_vit(self.teacher)):
+        if patch_weight > 0 and not (is_vit(self.encoder) and is_vit(self.teacher)):
             raise ValueError(
                 "patch_weight > 0 needs a ViT student and a ViT teacher (patch tokens on both sides)."
             )
@@ -117,7 +117,7 @@ class Distill(PretrainModule):
         self.set_views([self.augment_config.to_view(self.image_size)])
 
     def build_encoder(self, encoder, img_size, patch_size, encoder_kwargs):
-        if isinstance(encoder, str) and getattr(self, "_allow_any_timm", False) and not _is_vit_name(encoder):
+        if isinstance(encoder, str) and getattr(self, "_allow_any_timm", False) and not is_vit_name(encoder):
             if patch_size is not None:
                 raise ValueError(f"patch_size applies to ViT students; {encoder!r} has no patches.")
             return timm.create_model(encoder, pretrained=False, num_classes=0, **(encoder_kwargs or {}))
@@ -182,13 +182,14 @@ class Distill(PretrainModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(TEACHER_PREFIX)
-        }
+        weights = model_weights(checkpoint)
+        set_model_weights(checkpoint, {k: v for k, v in weights.items() if not k.startswith(TEACHER_PREFIX)})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        checkpoint["state_dict"].update({TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()})
+        model_weights(checkpoint).update(
+            {TEACHER_PREFIX + k: v for k, v in self.teacher.state_dict().items()}
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -196,19 +197,7 @@ class Distill(PretrainModule):
         return self
 
 
-def _is_vit(model: nn.Module) -> bool:
-    from timm.models.vision_transformer import VisionTransformer
-
-    return isinstance(model, VisionTransformer)
-
-
-def _is_vit_name(name: str) -> bool:
-    if not timm.is_model(name):
-        return True  # let create_encoder raise its error with suggestions
-    return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1] in ("vision_transformer", "deit")
-
-
 def _input_size(model: nn.Module) -> int | None:
-    if _is_vit(model) and not getattr(model, "dynamic_img_size", False):
+    if is_vit(model) and not getattr(model, "dynamic_img_size", False):
         return int(model.patch_embed.img_size[0])
     return None

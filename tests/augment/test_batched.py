@@ -243,3 +243,52 @@ def test_bad_inputs_say_what_to_fix():
         MultiViewAugment([], MEAN, STD)
     with pytest.raises(ValueError, match="blur kernel"):
         blur(torch.zeros(1, 3, 4, 4), torch.ones(1, 9) / 9)
+
+
+MOTION_BLUR = {
+    "class_path": "kornia.augmentation.RandomMotionBlur",
+    "init_args": {"kernel_size": 5, "angle": 35.0, "direction": 0.5, "p": 1.0},
+}
+
+
+def test_a_view_takes_kornia_augmentations_reproducibly_and_reads_no_device_data():
+    plain = ViewConfig(size=16, jitter_prob=0.0, grayscale_prob=0.0)
+    blurred = dataclasses.replace(plain, kornia=(MOTION_BLUR,))
+    never = dataclasses.replace(
+        plain, kornia=({**MOTION_BLUR, "init_args": {**MOTION_BLUR["init_args"], "p": 0.0}},)
+    )
+    x = images(8)
+
+    def views(config, seed=0):
+        torch.manual_seed(seed)
+        return MultiViewAugment([config], MEAN, STD)(x)[0]
+
+    # the built-in ops draw first, so under one seed the views differ by the Kornia op alone
+    assert torch.equal(views(blurred), views(blurred))  # reproducible under a seed
+    assert not torch.equal(views(blurred), views(blurred, seed=1))
+    assert (views(blurred) - views(plain)).abs().mean() > 0.01  # it was applied
+    # applied after the built-in ops and before normalisation (equal up to the [0, 1] round trip)
+    torch.testing.assert_close(views(never), views(plain), rtol=0, atol=1e-5)
+    # the functional form applies it too
+    torch.manual_seed(0)
+    params = sample_view_params(8, (16, 16), blurred)
+    assert torch.equal(apply_view(x, params, blurred, MEAN, STD), views(blurred))
+    # device data is never read: Kornia's CPU-drawn parameters are only copied to the device
+    augment = MultiViewAugment([blurred], MEAN, STD)
+    with count_host_reads(devices=("meta",)) as calls:
+        (out,) = augment(x.to("meta"))
+    assert out.device.type == "meta" and out.shape == (8, 3, 16, 16)
+    assert all(call.startswith("blocking copy of a host tensor") for call in calls), calls
+
+
+def test_a_kornia_entry_that_is_not_one_says_what_to_write():
+    with pytest.raises(ValueError, match="a kornia entry takes class_path"):
+        ViewConfig(kornia=({"class_path": "torchvision.transforms.GaussianBlur"},))
+    with pytest.raises(ValueError, match="each kornia entry is a mapping with a class_path"):
+        ViewConfig(kornia=(3,))
+    with pytest.raises(
+        ValueError, match="has no augmentation 'RandomMotionBlurr'. Did you mean 'RandomMotionBlur'"
+    ):
+        MultiViewAugment(
+            [ViewConfig(kornia=({"class_path": "kornia.augmentation.RandomMotionBlurr"},))], MEAN, STD
+        )

@@ -58,7 +58,7 @@ def tiny_export(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def compressed(tiny_export, tmp_path_factory):
-    from selfsup.compress import compress_command
+    from selfsup.commands.compress import compress_command
 
     out = tmp_path_factory.mktemp("compressed") / "out"
     report = compress_command([str(tiny_export), "--out", str(out), *COMMAND])

@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from selfsup.cli import main
-from selfsup.compress import NotAnExport, compress, compress_command
+from selfsup.commands.compress import compress_command
+from selfsup.compress import NotAnExport, compress
 from selfsup.compress.api import COMPRESS_WRITES
 from selfsup.compress.measure import cpu_cores
 from selfsup.output_folder import foreign_entries

@@ -79,3 +79,18 @@ def test_the_gpu_paths_resize_matches_the_cpu_paths():
     for size in (32, 90):
         difference = (_resize_crop_float(x, size).int() - resize_center_crop(x, size).int()).abs().max()
         assert difference <= 1, (size, difference)
+
+
+def test_batch_images_passes_decoded_batches_and_decodes_encoded_ones(tmp_path, monkeypatch):
+    """The one branch the pretraining step, the fine-tune and ``selfsup preview`` share: a uint8
+    tensor is returned as it is (no copy), a list or tuple of encoded files is decoded."""
+    from selfsup.data.decode import batch_images
+
+    monkeypatch.setattr(decode, "_warned", True)  # the CPU fallback's warning is tested above
+    root = write_image_folder(tmp_path, classes=("a",), per_class=3, size=20, splits=("train",))
+    paths = sorted((root / "train" / "a").iterdir())
+    decoded = torch.stack([load_image(p, 16) for p in paths])
+    assert batch_images(decoded, 16, "cpu") is decoded
+    encoded = [read_bytes(p).numpy() for p in paths]
+    for batch in (encoded, tuple(encoded)):
+        assert torch.equal(batch_images(batch, 16, torch.device("cpu")), decoded)

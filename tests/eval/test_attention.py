@@ -14,10 +14,10 @@ from lightning.pytorch.loggers import Logger
 from PIL import Image
 
 from selfsup import MAE, ImageDataModule, SimCLR
+from selfsup.commands.attention import attention_command
 from selfsup.encoders import create_encoder
 from selfsup.eval.attention import (
     AttentionMaps,
-    attention_command,
     attention_figure,
     class_token_attention,
     mass_threshold,

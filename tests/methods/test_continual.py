@@ -4,6 +4,8 @@ MAE): the continual term then uses the first view of the step's augmented batch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -36,3 +38,22 @@ def test_continual_weight_trains_with_methods_that_do_not_pass_their_views(tmp_p
         not torch.equal(p, q) for p, q in zip(model.continual_predictor.parameters(), predictor, strict=True)
     )
     assert model._step_views is None  # consumed by guard(): no batch held after the step
+
+
+def test_the_continual_term_lives_in_its_own_mixin_and_no_method_knows_it():
+    """The term is :class:`ContinualDistillation`'s: ``PretrainModule`` defines no ``guard()`` of its
+    own (``SelfSupModule.guard`` registers the loss), and neither it nor any method file of
+    ``selfsup/methods`` holds continual-learning code."""
+    import selfsup.methods.base as base
+    from selfsup.methods import registry
+    from selfsup.methods.continual import ContinualDistillation
+
+    assert "guard" not in vars(base.PretrainModule)
+    assert base.PretrainModule.guard is ContinualDistillation.guard
+    folder = Path(base.__file__).parent
+    files = [Path(e.source) for e in registry().values() if Path(e.source).parent == folder]
+    assert len(files) >= 5  # simclr, mae, dino, mocov3, distill...
+    for path in [*files, Path(base.__file__)]:
+        source = path.read_text(encoding="utf-8")
+        for word in ("start_encoder", "continual_predictor", "_step_views", "continual_term"):
+            assert word not in source, f"{path.name} mentions {word}"

@@ -1,5 +1,5 @@
 """``selfsup compress EXPORT --out DIR [--int8] [--prune AMOUNT [--prune_mode ...] [--finetune_steps N]]
-[--onnx] [--data.source digits ...]``: the command line of :func:`selfsup.compress.compress`."""
+[--onnx] [--data.source digits ...]``: the command line of :func:`selfsup.compress.api.compress`."""
 
 from __future__ import annotations
 
