@@ -16,3 +16,17 @@ class FailOnRank(Callback):
             raise RuntimeError(
                 f"injected failure on rank {self.rank} at step {self.step} (pid {os.getpid()})"
             )
+
+
+class PoisonWeights(Callback):
+    """Make one weight NaN before one step, as a diverging run or a bad kernel would."""
+
+    def __init__(self, step: int = 2) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            import torch
+
+            with torch.no_grad():
+                next(pl_module.parameters()).fill_(float("nan"))

@@ -161,3 +161,24 @@ def test_a_fine_tune_that_does_not_fit_its_data_or_strategies(
     ]
     line = last_error(args, capsys)
     assert line.startswith("selfsup: error: ") and expected in line
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_the_kept_checkpoint(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    poison = "--trainer.callbacks=[{class_path: tests.faulty.PoisonWeights, init_args: {step: 2}}]"
+    args = [
+        "fit",
+        "-c",
+        QUICKSTART,
+        "--model.init_args.encoder_kwargs={depth: 1}",
+        "--data.init_args.train_subset=64",
+        "--data.init_args.batch_size=32",
+        "--trainer.max_epochs=3",
+        poison,
+    ]
+    line = last_error(args, capsys)
+    assert line.startswith("selfsup: error: the training loss or a gradient is NaN / infinite at step 2")
+    kept = "runs/quickstart/version_0/checkpoints/last.ckpt"
+    assert f"Last good checkpoint: '{kept}' (kept)" in line and "skip_nonfinite_steps" in line
+    last = torch.load(tmp_path / kept, weights_only=True)
+    assert last["global_step"] == 2 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
