@@ -12,6 +12,7 @@ from PIL import Image
 
 from selfsup.eval.attention_figure import attention_figure
 from selfsup.eval.class_attention import class_token_attention
+from selfsup.eval.fixed_images import fixed_images
 
 
 class AttentionMaps(Callback):
@@ -57,20 +58,7 @@ class AttentionMaps(Callback):
 
     def _fixed_images(self, trainer: L.Trainer) -> torch.Tensor:
         if self.images is None:
-            datamodule = trainer.datamodule
-            loader = None
-            if datamodule is not None and hasattr(datamodule, "eval_dataloader"):
-                try:
-                    loader = datamodule.eval_dataloader("val", batch_size=self.num_images)
-                except ValueError:
-                    loader = datamodule.eval_dataloader("train", batch_size=self.num_images)
-            images, _ = next(iter(loader if loader is not None else trainer.train_dataloader))
-            if isinstance(images, (list, tuple)):
-                raise ValueError(
-                    "AttentionMaps needs decoded uint8 image batches; with data.decode: gpu give it a "
-                    "data module with an eval_dataloader."
-                )
-            self.images = images[: self.num_images].clone()
+            self.images = fixed_images(trainer, self.num_images, "AttentionMaps")
         return self.images
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

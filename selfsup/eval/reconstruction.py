@@ -13,6 +13,7 @@ from torchvision.utils import make_grid, save_image
 
 from selfsup.distributed import gathering_forward
 from selfsup.encoders import unpatchify
+from selfsup.eval.fixed_images import fixed_images
 
 
 @torch.no_grad()
@@ -76,15 +77,7 @@ class ReconstructionGrid(Callback):
 
     def _fixed_images(self, trainer: L.Trainer) -> torch.Tensor:
         if self.images is None:
-            datamodule = trainer.datamodule
-            loader = None
-            if datamodule is not None and hasattr(datamodule, "eval_dataloader"):
-                try:
-                    loader = datamodule.eval_dataloader("val", batch_size=self.num_images)
-                except ValueError:
-                    loader = datamodule.eval_dataloader("train", batch_size=self.num_images)
-            images, _ = next(iter(loader if loader is not None else trainer.train_dataloader))
-            self.images = images[: self.num_images].clone()
+            self.images = fixed_images(trainer, self.num_images, "ReconstructionGrid")
         return self.images
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
