@@ -17,12 +17,13 @@ __version__ = "0.2.0"
 # public name -> module that defines it
 _EXPORTS = {
     "ImageDataModule": "selfsup.data.datamodule",
+    "ImageTextDataModule": "selfsup.data.image_text",
     "create_encoder": "selfsup.encoders.vit",
     "FineTune": "selfsup.finetune.module",
     "PretrainModule": "selfsup.methods.base",
     "METHODS": "selfsup.methods",
-    "load_encoder": "selfsup.export",
-    "export": "selfsup.export",
+    "load_encoder": "selfsup.load",
+    "export": "selfsup.exporting",
     "load_checkpoint": "selfsup.contract",
     "CheckpointError": "selfsup.contract",
 }
@@ -57,9 +58,11 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static analysers and IDEs see the real names (a new method need not be added here)
     from selfsup.contract import CheckpointError, load_checkpoint
     from selfsup.data.datamodule import ImageDataModule
+    from selfsup.data.image_text import ImageTextDataModule
     from selfsup.encoders.vit import create_encoder
-    from selfsup.export import export, load_encoder
+    from selfsup.exporting import export
     from selfsup.finetune.module import FineTune
+    from selfsup.load import load_encoder
     from selfsup.methods import METHODS
     from selfsup.methods.base import PretrainModule
     from selfsup.methods.dino import DINO

@@ -48,6 +48,9 @@ COMMANDS: dict[str, Command] = {
     "data": Command(
         "selfsup.commands.data:data_command", "data optimize: an ImageFolder as streaming chunks"
     ),
+    "zeroshot": Command(
+        "selfsup.commands.zeroshot:zeroshot_command", "zero-shot top-1 / top-5 of a CLIP checkpoint by text"
+    ),
 }
 LIGHTNING_COMMANDS: dict[str, str] = {
     "fit": "train a method or a fine-tune from a config (-c CONFIG)",
@@ -61,6 +64,8 @@ def usage() -> str:
     from selfsup.methods import METHODS
 
     width = max(map(len, [*COMMANDS, *LIGHTNING_COMMANDS])) + 2
+    names = ["selfsup." + entry.class_path.rsplit(".", 1)[1] for entry in METHODS.values()]
+    method_width = max(map(len, [*names, "selfsup.FineTune"])) + 2  # a long class name keeps its gap
     lines = [
         "usage: selfsup COMMAND [ARGS]   (selfsup COMMAND --help for a command's options)",
         "",
@@ -72,10 +77,10 @@ def usage() -> str:
         "",
         "methods (model.class_path in a config):",
         *(
-            f"  {'selfsup.' + entry.class_path.rsplit('.', 1)[1]:<{width + 8}}{entry.summary}"
-            for entry in METHODS.values()
+            f"  {name:<{method_width}}{entry.summary}"
+            for name, entry in zip(names, METHODS.values(), strict=True)
         ),
-        f"  {'selfsup.FineTune':<{width + 8}}fine-tune a backbone on labels (classification, segmentation, detection)",
+        f"  {'selfsup.FineTune':<{method_width}}fine-tune a backbone on labels (classification, segmentation, detection)",
         "",
         "options:",
         f"  {DEBUG_FLAG:<{width}}show the Python traceback of an error (or set SELFSUP_DEBUG=1)",

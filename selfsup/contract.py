@@ -8,8 +8,8 @@ teacher's encoder for EMA methods), the state-dict prefix of that backbone, its 
 its preprocessing. :meth:`ModelSpec.build` is the only place a backbone is rebuilt from a spec.
 
 This module is neutral: it imports torch, timm and the encoder factory, never Lightning, the
-methods or the fine-tune code, so loading and exporting need none of them (a fine-tune checkpoint's
-backbone weights go through its strategy, loaded by name: :data:`FINETUNE_BACKBONE_STATE`).
+methods or the fine-tune code, so loading and exporting need none of them (a fine-tune checkpoint
+declares how its backbone weights become a plain model's: ``selfsup.backbone_state``).
 
 Formats:
     1  selfsup 0.1 (pretraining and fine-tune checkpoints with two different layouts); read and
@@ -19,7 +19,6 @@ Formats:
 
 from __future__ import annotations
 
-import importlib
 import os
 import pickle
 import zipfile
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 # as_config is re-exported (``x as x``): the methods read their configs through the contract
+from selfsup.backbone_state import NotPlainError, legacy_backbone_transform, to_plain
 from selfsup.config_values import as_config as as_config
 from selfsup.config_values import plain
 from selfsup.contract_format1 import FORMAT_1_STATE_KEYS, from_format_1, pair
@@ -38,7 +38,6 @@ from selfsup.contract_format1 import FORMAT_1_STATE_KEYS, from_format_1, pair
 CHECKPOINT_KEY = "selfsup"
 FORMAT = 2
 
-FINETUNE_BACKBONE_STATE = "selfsup.finetune.strategies:plain_backbone_state"
 """``module:function`` that turns a fine-tune checkpoint's backbone weights into a plain timm model's,
 given the checkpoint's strategy record. The strategies are fine-tune code, above this module: it is
 loaded by name when a fine-tune checkpoint's backbone is read, never imported here, and this module
@@ -99,15 +98,12 @@ class ModelSpec:
         ``num_classes > 0`` adds timm's classifier; ``overrides`` go to timm (``drop_path_rate``...)."""
         import timm
 
-        from selfsup.encoders.vit import create_encoder
+        from selfsup.encoders.vit import create_encoder, pool_kwargs
 
         args = {**self.model_args, **overrides}
         if not self.vit:
             return timm.create_model(self.name, pretrained=False, num_classes=num_classes, **args)
-        if pool is not None:
-            args["global_pool"] = pool
-            if pool == "avg":
-                args["fc_norm"] = False
+        args.update(pool_kwargs(pool))
         if num_classes == 0:
             return create_encoder(self.name, img_size=self.img_size, patch_size=self.patch_size, **args)
         overlay = {"input_size": (int(args.get("in_chans", 3)), self.img_size, self.img_size)}
@@ -353,27 +349,14 @@ def load_backbone_weights(
 def plain_backbone_state(
     checkpoint: dict[str, Any], meta: CheckpointMeta, path: str | os.PathLike = "<checkpoint>"
 ) -> dict[str, torch.Tensor]:
-    """The backbone's weights as a plain timm model has them. A fine-tune's weights go through its
-    strategy (:data:`FINETUNE_BACKBONE_STATE`): LoRA's adapters merged into the weights; adapter and
-    prompt fine-tunes refused (their backbones are not plain timm)."""
+    """The backbone's weights as a plain timm model has them. A fine-tune's weights go through the
+    transform its checkpoint declares (``selfsup.backbone_state``): LoRA's adapters merged into the
+    weights; adapter and prompt fine-tunes refused (their backbones are not plain timm)."""
     state = backbone_state_dict(checkpoint, meta, path)
     if meta.kind != "finetune":
         return state
-    module, function = FINETUNE_BACKBONE_STATE.split(":")
-    to_plain = getattr(importlib.import_module(module), function)
-    return to_plain(state, meta.task.get("strategy") or {}, str(path))
-
-
-def build_backbone(
-    checkpoint: dict[str, Any],
-    path: str | os.PathLike = "<checkpoint>",
-    pool: str | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """The trained backbone of a loaded checkpoint (any kind), as a plain timm model in eval mode;
-    calling it returns features pooled as ``pool`` (default: the checkpoint's declared pooling)."""
-    meta = read_meta(checkpoint, path)
-    model = meta.backbone.build(pool=pool or meta.pool, **overrides)
-    return load_backbone_weights(
-        model, plain_backbone_state(checkpoint, meta, path), meta.backbone, path
-    ).eval()
+    transform = meta.task.get("backbone_transform") or legacy_backbone_transform(meta.task.get("strategy"))
+    try:
+        return to_plain(state, transform, str(path))
+    except NotPlainError as err:
+        raise CheckpointError(str(err)) from None

@@ -1,5 +1,5 @@
-"""Checkpoint → a folder that plain timm (and Hugging Face transformers) load; ``load_encoder`` for
-either.
+"""Checkpoint → a folder that plain timm (and Hugging Face transformers) load (``selfsup.load``'s
+``load_encoder`` reads either).
 
 An export folder holds:
     config.json        timm's model config: architecture, image and patch size, mean/std, pooling
@@ -17,7 +17,6 @@ declared backbone: the encoder, or the momentum teacher's encoder for DINO and M
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -31,7 +30,6 @@ from torch import nn
 from selfsup.contract import (
     CheckpointError,
     CheckpointMeta,
-    build_backbone,
     data_arguments,
     epochs_trained,  # re-exported: it lived here before selfsup.contract
     load_checkpoint,
@@ -39,111 +37,19 @@ from selfsup.contract import (
     plain,
     read_meta,
 )
+from selfsup.export_format import (
+    EXPORT_FILES,
+    EXPORT_FORMAT,
+    METADATA_FILE,
+    read_export,  # noqa: F401 (re-exported: it lived here before)
+)
+from selfsup.load import load_encoder
 from selfsup.output_folder import check_target, move_into_place, staging_folder
 
-EXPORT_FILES = ("config.json", "model.safetensors")
-METADATA_FILE = "selfsup.json"
 # everything an export of any kind writes (a fine-tune adds its head or the rest of its detector):
 # what --overwrite may replace
-EXPORT_WRITES = (*EXPORT_FILES, METADATA_FILE, "head.safetensors", "detector.safetensors")
+EXPORT_WRITES = (*EXPORT_FILES, METADATA_FILE, "head.safetensors", "detector.safetensors", "open_clip")
 EXPORT_WHAT = "an export"
-EXPORT_FORMAT = 2
-KIND_EXPORTERS = {"finetune": "selfsup.finetune.export:export_finetuned"}
-"""``module:function`` exporting each checkpoint kind besides pretraining. A fine-tune's export builds on
-this module (``write_export``, ``export_metadata``) and sits above it: it is loaded by name when such a
-checkpoint is exported, never imported here."""
-
-
-def _check_expected(path: Path, found: dict[str, Any], method: str | None, expected: dict[str, Any]) -> None:
-    if method is not None and found.get("method") not in (None, method):
-        raise CheckpointError(
-            f"'{path}' is a {found.get('method')} checkpoint, but a {method} checkpoint was expected."
-        )
-    for key, want in expected.items():
-        if want is None:
-            continue
-        have = found[key]
-        if have != want:
-            raise CheckpointError(
-                f"'{path}' holds a {found['name']} encoder with {key}={have!r}, but {key}={want!r} was expected. "
-                "Use the checkpoint of that architecture, or ask for the one it holds."
-            )
-
-
-def read_export(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.json`` of an export folder, after checking that the folder is complete."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"export folder '{path}' does not exist.")
-    missing = [f for f in EXPORT_FILES if not (path / f).is_file()]
-    if missing:
-        raise CheckpointError(
-            f"export folder '{path}' lacks {', '.join(missing)} (an export holds {', '.join(EXPORT_FILES)}). "
-            "Re-create it with `selfsup export CKPT --out DIR`."
-        )
-    try:
-        return json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(
-            f"'{path / 'config.json'}' is not valid JSON ({err}): re-create the export."
-        ) from None
-
-
-def load_encoder(
-    path: str | os.PathLike,
-    name: str | None = None,
-    img_size: int | None = None,
-    patch_size: int | None = None,
-    method: str | None = None,
-    pool: str | None = None,
-    **model_kwargs: Any,
-) -> nn.Module:
-    """The pretrained timm backbone from an export folder or a selfsup checkpoint (pretraining or
-    fine-tune: for a fine-tune, its fine-tuned backbone without the task head).
-
-    Args:
-        path: an export folder (``config.json`` + ``model.safetensors``) or a ``.ckpt`` file.
-        name, img_size, patch_size: the architecture the caller expects; a mismatch is a
-            :class:`~selfsup.contract.CheckpointError` naming the file and both values.
-        method: the pretraining method expected (``simclr``, ``mae``, ``dino``...), checked likewise.
-        pool: feature pooling of the returned model (checkpoints only; an export keeps its own).
-        **model_kwargs: further timm arguments (e.g. ``drop_path_rate`` for fine-tuning).
-
-    The returned model is in eval mode; ``model(images)`` gives pooled features.
-    """
-    path = Path(path)
-    expected = {"name": name, "img_size": img_size, "patch_size": patch_size}
-    if path.is_dir():
-        import timm
-
-        config = read_export(path)
-        args = config.get("model_args", {})
-        size = args.get("img_size", [None])
-        found = {
-            "name": config.get("architecture"),
-            "img_size": size[0] if isinstance(size, list) else size,
-            "patch_size": args.get("patch_size"),
-        }
-        meta_file = path / METADATA_FILE
-        if meta_file.is_file():
-            found["method"] = json.loads(meta_file.read_text()).get("method")
-        _check_expected(path, found, method, expected)
-        try:
-            model = timm.create_model(f"local-dir:{path}", pretrained=True, **model_kwargs)
-        except (RuntimeError, ValueError, OSError) as err:
-            raise CheckpointError(f"export folder '{path}' could not be loaded by timm: {err}") from None
-        return model.eval()
-    checkpoint = load_checkpoint(path)
-    meta = read_meta(checkpoint, path)
-    spec = meta.backbone
-    found = {
-        "name": spec.name,
-        "img_size": spec.img_size,
-        "patch_size": spec.patch_size,
-        "method": meta.method,
-    }
-    _check_expected(path, found, method, expected)
-    return build_backbone(checkpoint, path, pool=pool or meta.pool, **model_kwargs)
 
 
 def export(
@@ -166,12 +72,13 @@ def export(
     check_target(out_dir, overwrite, EXPORT_WRITES, EXPORT_WHAT)
     checkpoint = load_checkpoint(checkpoint_path)
     meta = read_meta(checkpoint, checkpoint_path)
-    if meta.kind in KIND_EXPORTERS:
-        module, function = KIND_EXPORTERS[meta.kind].split(":")
-        export_kind = getattr(importlib.import_module(module), function)
-        return export_kind(checkpoint_path, out_dir, overwrite=overwrite)
+    if meta.kind != "pretrain":
+        raise CheckpointError(
+            f"'{checkpoint_path}' is a {meta.kind} checkpoint: export it with selfsup.export(...) (or "
+            "`selfsup export`), which exports either kind; this function writes pretraining backbones."
+        )
     pool = pool or meta.pool
-    encoder = build_backbone(checkpoint, checkpoint_path, pool=pool)
+    encoder = load_encoder(checkpoint, pool=pool, path=checkpoint_path)
     metadata = export_metadata(checkpoint, meta, checkpoint_path, pool=pool, probe=probe_scores or {})
     return write_export(
         out_dir, encoder, f"selfsup_{meta.method}", meta.mean, meta.std, metadata, overwrite=overwrite

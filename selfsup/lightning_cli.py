@@ -27,6 +27,7 @@ from selfsup.contract import (
     read_meta,
     set_model_weights,
 )
+from selfsup.eval.collapse import CollapseWarning
 from selfsup.settings import PROGRESS_REFRESH_STEPS, RUN_ROOT
 
 SIGTERM_CHECK_STEPS = 20
@@ -327,8 +328,9 @@ def trainer_defaults() -> dict:
         },
         "plugins": [{"class_path": "selfsup.checkpoint.AtomicCheckpointIO"}],
         # appended to the config's callbacks (instances, as LightningCLI expects): random states and
-        # data position in checkpoints for exact resume; the DDP SIGTERM check every few steps
-        "callbacks": [ExactResume(), ThrottledSigtermCheck(), RemoveEmptyRunOnFailure()],
+        # data position in checkpoints for exact resume; the DDP SIGTERM check every few steps; a
+        # warning when a method's teacher entropy sits at its maximum (uniform-teacher collapse)
+        "callbacks": [ExactResume(), ThrottledSigtermCheck(), RemoveEmptyRunOnFailure(), CollapseWarning()],
     }
 
 

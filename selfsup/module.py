@@ -82,6 +82,9 @@ class SelfSupModule(L.LightningModule):
             self.log(
                 "train/lr", torch.tensor(float(optimizer.param_groups[0]["lr"])), on_step=True, on_epoch=False
             )
+            held = next((g for g in optimizer.param_groups if g.get("held")), None)
+            if held is not None:  # a head warm-up: the backbone's own rate (0 while it is held)
+                self.log("train/backbone_lr", torch.tensor(float(held["lr"])), on_step=True, on_epoch=False)
         for name, value in extra.items():
             value = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, batch_size=batch_size)
@@ -123,18 +126,39 @@ class SelfSupModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         # Runs before FSDP / DDP wrap the model: decide weight decay by name while shapes are real.
         if stage == "fit" and getattr(self, "_decayed", None) is None:
-            self._decayed = decayed_names(self, self.no_weight_decay_names())
+            self._decayed = decayed_names(self, self.no_weight_decay_names(), self.optim.decay_all)
         if stage == "fit" and getattr(self, "compile_model", False):
             self.compile_modules()
+
+    # a head warm-up (see PretrainModule): parameters under these prefixes stay at learning rate 0 for
+    # held_steps steps, then warm up over held_warmup_steps
+    held_prefixes: tuple[str, ...] = ()
+    held_steps: int = 0
+    held_warmup_steps: int = 0
 
     def trainable_groups(self) -> list[dict]:
         """The optimiser's parameter groups (override for per-layer learning rates)."""
         decayed = getattr(self, "_decayed", None)
-        return param_groups(self, self.optim.weight_decay, self.no_weight_decay_names(), decayed)
+        return param_groups(
+            self,
+            self.optim.weight_decay,
+            self.no_weight_decay_names(),
+            decayed,
+            layer_decay=self.optim.layer_decay,
+            patch_embed_lr_mult=self.optim.patch_embed_lr_mult,
+            held=self.held_prefixes if self.held_steps > 0 else (),
+        )
 
     def configure_optimizers(self) -> dict:
         config: OptimConfig = self.optim
-        result = optimizer_and_schedule(self.trainer, config, self.trainable_groups(), self.device)
+        result = optimizer_and_schedule(
+            self.trainer,
+            config,
+            self.trainable_groups(),
+            self.device,
+            self.held_steps,
+            self.held_warmup_steps,
+        )
         scheduler = result["lr_scheduler"]["scheduler"]
         self.total_steps = scheduler.total_steps
         return result

@@ -21,6 +21,7 @@ MINIMAL = {
     "attention": ["run.ckpt", "image.png", "--out", "maps"],
     "preview": ["-c", "config.yaml"],
     "data": ["optimize", "src", "dst", "--image_size", "32"],
+    "zeroshot": ["clip.ckpt"],
 }
 
 

@@ -16,13 +16,13 @@ from selfsup.contract import (
     CheckpointError,
     CheckpointMeta,
     ModelSpec,
-    build_backbone,
     load_checkpoint,
     plain_backbone_state,
     read_meta,
 )
 from selfsup.encoders import create_encoder
-from selfsup.export import export, load_encoder
+from selfsup.export import export
+from selfsup.load import load_encoder
 from tests.helpers import REPO
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -35,7 +35,7 @@ def test_format_1_pretraining_checkpoints_load_with_the_same_features(method):
     assert meta.format == FORMAT and meta.kind == "pretrain" and meta.method == method
     assert meta.pool == ("token" if method == "simclr" else "avg")
     recorded = torch.load(FIXTURES / f"format1_{method}_features.pt", weights_only=True)
-    encoder = build_backbone(checkpoint)
+    encoder = load_encoder(checkpoint)
     with torch.no_grad():
         features = encoder(Normalize(meta.mean, meta.std)(recorded["x"]))
     torch.testing.assert_close(features, recorded["features"], rtol=0, atol=1e-6)

@@ -137,3 +137,17 @@ def test_overwrite_replaces_an_export_but_never_a_folder_holding_other_files(tin
     (tmp_path / "empty").mkdir()  # an empty folder is used as a new one: nothing in it to lose
     main(["export", checkpoint, "--out", str(tmp_path / "empty")])
     assert (tmp_path / "empty" / "model.safetensors").is_file()
+
+
+def test_selfsup_export_takes_either_kind_and_the_folder_writer_only_pretraining(tmp_path):
+    """``selfsup.export`` exports a checkpoint of either kind (the dispatch sits above both exporters);
+    ``selfsup.export.export`` writes pretraining backbones and names the way for a fine-tune."""
+    from selfsup.exporting import export as export_any
+    from tests.helpers import REPO
+
+    finetune = REPO / "tests" / "fixtures" / "format1_finetune.ckpt"
+    with pytest.raises(CheckpointError, match="is a finetune checkpoint: export it with selfsup.export"):
+        export(finetune, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    out = export_any(finetune, tmp_path / "finetune")
+    assert json.loads((out / "selfsup.json").read_text())["kind"] == "finetune"

@@ -97,3 +97,94 @@ def test_epoch_warmup_without_an_epoch_length_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="set trainer.max_epochs as well, or optim.warmup_epochs: 0"):
         fit(1.0)
     assert fit(0.0).global_step == 2
+
+
+def _vit_with_head_and_decoder():
+    from torch import nn
+
+    module = nn.Module()
+    module.encoder = create_encoder("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=3, reg_tokens=2)
+    module.head = nn.Linear(192, 4)
+    module.mask_token = nn.Parameter(torch.zeros(1, 192))
+    module.decoder = nn.Module()
+    module.decoder.blocks = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))  # shallower: not the ViT
+    return module
+
+
+def test_layer_decay_and_patch_embed_multiplier_follow_dinov2_by_name():
+    """dinov2 ``get_vit_lr_decay_rate`` for a depth-3 ViT: block i at 0.9 ** (3 - i), embeddings
+    (and a method's top-level mask token) at 0.9 ** 4, the patch embedding 0.2 times that, the final
+    norm, the head and another module's shallower blocks at 1."""
+    from selfsup.optim import lr_scales
+
+    module = _vit_with_head_and_decoder()
+    scales = lr_scales([n for n, _ in module.named_parameters()], 0.9, 0.2)
+    assert scales["encoder.blocks.0.attn.qkv.weight"] == pytest.approx(0.9**3)
+    assert scales["encoder.blocks.2.mlp.fc2.bias"] == pytest.approx(0.9)
+    for name in ("encoder.pos_embed", "encoder.cls_token", "encoder.reg_token", "mask_token"):
+        assert scales[name] == pytest.approx(0.9**4), name
+    assert scales["encoder.patch_embed.proj.weight"] == pytest.approx(0.2 * 0.9**4)
+    for name in ("encoder.norm.weight", "head.weight", "decoder.blocks.1.weight"):
+        assert scales[name] == 1.0, name
+
+
+def test_param_groups_split_by_lr_scale_only_when_asked():
+    module = _vit_with_head_and_decoder()
+    plain = param_groups(module, 0.05)
+    assert [(g["decay"], "lr_scale" in g) for g in plain] == [(True, False), (False, False)]
+    groups = param_groups(module, 0.05, layer_decay=0.9, patch_embed_lr_mult=0.2)
+    assert groups[0]["lr_scale"] == 1.0 and groups[0]["decay"]  # train/lr logs the full rate
+    assert sorted({round(g["lr_scale"], 6) for g in groups}) == sorted(
+        {round(s, 6) for s in (1.0, 0.9, 0.81, 0.729, 0.6561, 0.2 * 0.6561)}
+    )
+    assert all(g["weight_decay"] == (0.05 if g["decay"] else 0.0) for g in groups)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(module.parameters()))
+    # the decay split is the same as without layer decay
+    assert {id(p) for g in groups if g["decay"] for p in g["params"]} == {id(p) for p in plain[0]["params"]}
+    with pytest.raises(ValueError, match="layer_decay"):
+        OptimConfig(layer_decay=0.0)
+    with pytest.raises(ValueError, match="patch_embed_lr_mult"):
+        OptimConfig(patch_embed_lr_mult=0.0)
+
+
+def test_a_method_passes_its_layer_decay_to_the_optimiser_groups():
+    from selfsup import SimCLR
+
+    model = SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=8, encoder_kwargs={"depth": 2},
+                   optim=OptimConfig(layer_decay=0.5, patch_embed_lr_mult=0.2))  # fmt: skip
+    scales = {id(p): g.get("lr_scale", 1.0) for g in model.trainable_groups() for p in g["params"]}
+    assert scales[id(model.encoder.blocks[0].attn.qkv.weight)] == pytest.approx(0.25)
+    assert scales[id(model.encoder.patch_embed.proj.weight)] == pytest.approx(0.2 * 0.125)
+    default = SimCLR("vit_tiny_patch16_224", img_size=16, patch_size=8, encoder_kwargs={"depth": 2})
+    assert all("lr_scale" not in g for g in default.trainable_groups())
+
+
+def test_held_groups_follow_their_closed_form():
+    """A head warm-up's backbone: 0 for the held steps, then the schedule times a linear ramp."""
+    from selfsup.optim import HeldWarmup, WarmupCosine
+
+    schedule = WarmupCosine(warmup_steps=4, total_steps=40, min_ratio=0.1)
+    held = HeldWarmup(schedule, held_steps=10, warmup_steps=5)
+    for step in range(40):
+        ramp = 0.0 if step < 10 else min(1.0, (step - 10 + 1) / 5)
+        assert held(step) == pytest.approx(schedule(step) * ramp, abs=0), step
+    assert HeldWarmup(schedule, 0, 0)(3) == schedule(3)
+
+
+def test_decay_all_decays_every_trainable_parameter_as_moco_v3s_reference():
+    """MoCo v3 hands ``model.parameters()`` to one AdamW with weight decay 0.1: biases, norms and the
+    position embedding decay too. ``decay_all`` does that; the default exempts them."""
+    from selfsup.encoders import create_encoder
+    from selfsup.optim import decayed_names, param_groups
+
+    encoder = create_encoder("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=1)
+    everything = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    default = decayed_names(encoder, ("pos_embed", "cls_token"))
+    assert (
+        "blocks.0.attn.qkv.weight" in default
+        and not {"pos_embed", "cls_token", "blocks.0.norm1.bias"} & default
+    )
+    assert decayed_names(encoder, ("pos_embed", "cls_token"), decay_all=True) == everything
+    groups = param_groups(encoder, 0.1, decayed=decayed_names(encoder, decay_all=True))
+    assert len(groups) == 1 and groups[0]["decay"] and len(groups[0]["params"]) == len(everything)

@@ -9,9 +9,6 @@ with the same code), de-normalised for display. Small images are enlarged (neare
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
@@ -54,10 +51,3 @@ def preview_grid(module, images: torch.Tensor, seed: int = 0, min_side: int = 96
         x = (view.float().cpu() * std + mean).clamp(0, 1)
         rows.append(F.interpolate(x, size=(side, side), mode="nearest"))
     return make_grid(torch.cat(rows), nrow=len(images), padding=2, pad_value=1.0)
-
-
-def __getattr__(name: str) -> Any:
-    # the command moved up to selfsup.commands (it needs LightningCLI); its old import path still works
-    if name in ("preview_command", "preview_parser"):
-        return getattr(importlib.import_module("selfsup.commands"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

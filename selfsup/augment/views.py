@@ -132,3 +132,12 @@ def _kornia_entry(entry: object) -> dict:
 def _check_range(name: str, value: tuple[float, ...], low: float, high: float, rule: str) -> None:
     if len(value) != 2 or not low < value[0] <= value[1] <= high:
         raise ValueError(f"{name} must be a pair with {rule}, got {value}.")
+
+
+def local_crop_size(image_size: int, patch_size: int, local_size: int | None = None) -> int:
+    """The side of multi-crop's small crops (DINO, SwAV, DINOv2): ``local_size`` when given, else
+    the papers' 96 px of 224 scaled to ``image_size`` and rounded to a whole number of patches (at
+    least one): 224 px → 96, 32 px → 16 with 4-px patches."""
+    if local_size:
+        return int(local_size)
+    return max(patch_size, round(image_size * 96 / 224 / patch_size) * patch_size)

@@ -41,7 +41,7 @@ def attention_parser() -> CommandParser:
 
 def attention_command(argv: Sequence[str]) -> list[Path]:
     """``selfsup attention CKPT_OR_EXPORT IMAGE... --out DIR [--image_size N] [--threshold 0.6]``."""
-    from selfsup.export import load_encoder
+    from selfsup.load import load_encoder
 
     args = attention_parser().parse_args(list(argv))
     missing = [p for p in args.images if not Path(p).is_file()]

@@ -45,7 +45,7 @@ def export_parser() -> CommandParser:
 
 def export_command(argv: Sequence[str]) -> Path:
     from selfsup.eval.probe import probe_scores_for
-    from selfsup.export import export
+    from selfsup.exporting import export
 
     args = export_parser().parse_args(list(argv))
     checkpoint = Path(args.checkpoint)

@@ -1,5 +1,6 @@
-"""``selfsup probe CHECKPOINT_OR_RUN... [--data.source ...] [--k 20 200] [--probe_epochs 100]``: the
-command line of :func:`selfsup.eval.probe.probe`."""
+"""``selfsup probe CHECKPOINT_OR_RUN... [--data.source ...] [--k 20 200] [--probe_epochs 100]
+[--embedding_plot]``: the command line of :func:`selfsup.eval.probe.probe`, and of
+:func:`selfsup.eval.embedding_plot.embedding_plots` after it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from jsonargparse import ActionConfigFile
+from jsonargparse import ActionConfigFile, ActionYesNo
 
 from selfsup.arguments import CommandParser
 
@@ -61,6 +62,16 @@ def probe_parser() -> CommandParser:
         default=1,
         help="concatenate the features of the last N blocks (DINO's linear evaluation: 4)",
     )
+    # add_flag's ActionYesNo, with the spelling --embedding-plot accepted too
+    parser.add_argument(
+        "--embedding_plot",
+        "--embedding-plot",
+        action=ActionYesNo,
+        nargs="?",
+        default=False,
+        help="also draw each encoder's held-out features in 2-D (UMAP, or t-SNE without umap-learn), "
+        "coloured by class: embedding_<checkpoint>.png in the report folder",
+    )
     return parser
 
 
@@ -69,7 +80,7 @@ def probe_command(argv: Sequence[str]):
 
     args = probe_parser().parse_args(list(argv))
     data = asdict(DataOverrides(**args.data.as_dict())) if args.data else {}
-    return probe(
+    results = probe(
         args.checkpoints,
         data=data,
         pool=args.pool,
@@ -81,3 +92,10 @@ def probe_command(argv: Sequence[str]):
         device=args.device,
         last_blocks=args.last_blocks,
     )
+    if args.embedding_plot:
+        from selfsup.eval.embedding_plot import embedding_plots, report_folder
+        from selfsup.eval.probe_cache import default_cache_folder
+
+        folder = report_folder(args.checkpoints, args.out)
+        embedding_plots(results, folder, args.cache_dir or default_cache_folder())
+    return results

@@ -17,9 +17,10 @@ from torch import nn
 
 from selfsup.compress.int8 import load_int8
 from selfsup.compress.onnx_export import ONNX_FILE, run_onnx, session
-
-EXPORT_FILES = ("config.json", "model.safetensors")
-METADATA_FILE = "selfsup.json"
+from selfsup.contract import CheckpointError
+from selfsup.export_format import EXPORT_FILES, METADATA_FILE, read_export_metadata
+from selfsup.export_format import read_export as read_export_config
+from selfsup.load import load_encoder
 
 
 class NotAnExport(ValueError):
@@ -40,9 +41,8 @@ class Source:
 
 
 def read_export(export_dir: str | os.PathLike) -> Source:
-    """Load an export folder with plain timm; clear errors for a missing path or a folder that is not one."""
-    import timm
-
+    """Load an export folder (through :func:`selfsup.load.load_encoder`, plain timm underneath);
+    clear errors for a missing path or a folder that is not one."""
     path = Path(export_dir)
     hint = "Pass a folder written by `selfsup export CKPT --out DIR` (config.json + model.safetensors)."
     if not path.exists():
@@ -50,22 +50,12 @@ def read_export(export_dir: str | os.PathLike) -> Source:
     if not path.is_dir():
         what = "a checkpoint: export it first" if path.suffix == ".ckpt" else "a file, not a folder"
         raise NotAnExport(f"'{path}' is {what}. {hint}")
-    missing = [f for f in EXPORT_FILES if not (path / f).is_file()]
-    if missing:
-        raise NotAnExport(f"'{path}' is not an export: it lacks {', '.join(missing)}. {hint}")
     try:
-        config = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as err:
-        raise NotAnExport(f"'{path / 'config.json'}' is not valid JSON ({err}). {hint}") from None
-    if not isinstance(config, dict) or "architecture" not in config:
-        raise NotAnExport(f"'{path / 'config.json'}' has no 'architecture': not a timm export. {hint}")
-    metadata = {}
-    if (path / METADATA_FILE).is_file():
-        metadata = json.loads((path / METADATA_FILE).read_text())
-    try:
-        model = timm.create_model(f"local-dir:{path}", pretrained=True).eval()
-    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as err:
-        raise NotAnExport(f"timm could not load the export '{path}': {err}") from None
+        config = read_export_config(path)
+        metadata = read_export_metadata(path)
+        model = load_encoder(path)
+    except CheckpointError as err:
+        raise NotAnExport(f"{err} {hint}") from None
     cfg = config.get("pretrained_cfg", {})
     mean = cfg.get("mean") or metadata.get("mean")
     std = cfg.get("std") or metadata.get("std")
@@ -78,7 +68,6 @@ def read_export(export_dir: str | os.PathLike) -> Source:
 def load_artefact(folder: str | os.PathLike, threads: int | None = None):
     """A callable ``images [B, C, H, W] float -> features [B, D]`` for an artefact folder written by
     :func:`compress` (or for the original export), loaded the way its ``selfsup.json`` documents."""
-    import timm
 
     folder = Path(folder)
     method = None
@@ -91,4 +80,4 @@ def load_artefact(folder: str | os.PathLike, threads: int | None = None):
         return load_int8(folder)
     if not all((folder / f).is_file() for f in EXPORT_FILES):
         raise NotAnExport(f"'{folder}' is neither an export nor an artefact written by selfsup compress.")
-    return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    return load_encoder(folder)

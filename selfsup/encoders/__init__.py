@@ -10,9 +10,11 @@ from selfsup.encoders.vit import (
     data_config,
     default_pool,
     embed_tokens,
+    encode_kept,
     encode_visible,
     is_vit,
     is_vit_name,
+    pool_kwargs,
     pooled_features,
     run_blocks,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "NotAVisionTransformer",
     "Pool",
     "embed_tokens",
+    "encode_kept",
     "run_blocks",
     "encode_visible",
     "num_kept",
@@ -37,4 +40,5 @@ __all__ = [
     "pooled_features",
     "is_vit",
     "is_vit_name",
+    "pool_kwargs",
 ]

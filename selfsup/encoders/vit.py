@@ -34,14 +34,22 @@ def create_encoder(
     name: str = "vit_tiny_patch16_224",
     img_size: int | None = None,
     patch_size: int | None = None,
+    pretrained: bool = False,
+    pretrained_file: str | None = None,
     **timm_kwargs: Any,
 ) -> VisionTransformer:
-    """Build a timm Vision Transformer without classifier (``num_classes=0``), randomly initialised.
+    """Build a timm Vision Transformer without classifier (``num_classes=0``), randomly initialised
+    unless ``pretrained``.
 
     Args:
         name: any timm ViT name (``timm.list_models("vit_*")``), e.g. ``vit_tiny_patch16_224``.
         img_size: input side in pixels; ``None`` keeps the model's default (224 for most ViTs).
         patch_size: patch side in pixels; ``None`` keeps the model's default. Use 4 for 32-px data.
+        pretrained: load the name's weights the way timm resolves them (its cache or the Hugging Face
+            hub; this machine reaches no hub, so only what is cached).
+        pretrained_file: load the weights from this local file instead (timm's
+            ``pretrained_cfg_overlay={"file": ...}``, which also converts the original
+            facebookresearch ``.pth`` layouts); implies ``pretrained``.
         **timm_kwargs: further arguments of timm's ``VisionTransformer`` (``drop_path_rate``, ``depth``...).
 
     Returns:
@@ -67,10 +75,16 @@ def create_encoder(
     if patch_size is not None:
         kwargs["patch_size"] = patch_size
     in_chans = kwargs.get("in_chans", 3)
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if img_size is not None:
         # timm's pretrained_cfg is the record of preprocessing facts: keep its input size truthful.
-        kwargs["pretrained_cfg_overlay"] = {"input_size": (in_chans, *_pair(img_size))}
-    model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        overlay["input_size"] = (in_chans, *_pair(img_size))
+    if pretrained_file is not None:
+        overlay["file"] = str(pretrained_file)
+        pretrained = True
+    if overlay:
+        kwargs["pretrained_cfg_overlay"] = overlay
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     if not isinstance(model, VisionTransformer):
         raise NotAVisionTransformer(
             f"{name!r} builds a {type(model).__name__}, but selfsup pretraining needs a timm "
@@ -78,6 +92,15 @@ def create_encoder(
         )
     check_patch_grid(model)
     return model
+
+
+def pool_kwargs(pool: str | None) -> dict[str, Any]:
+    """timm arguments that make calling a ViT return features pooled as ``pool``: ``token`` (the
+    class token) or ``avg`` (the mean of the patch tokens after the final norm, as selfsup's features
+    are, so timm's ``fc_norm`` is off); ``None`` keeps the model's own."""
+    if pool is None:
+        return {}
+    return {"global_pool": pool, "fc_norm": False} if pool == "avg" else {"global_pool": pool}
 
 
 def is_vit(model: nn.Module) -> bool:
@@ -170,29 +193,18 @@ def embed_tokens(
     encoder: VisionTransformer, images: torch.Tensor
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """``(prefix tokens [B, P, D] or None, patch tokens [B, L, D])``, both with their position
-    embeddings added: the input of the transformer blocks before concatenation. Built from timm's
-    public pieces (``patch_embed``, ``pos_embed``, ``cls_token`` / ``reg_token``)."""
-    if encoder.pos_embed is None or getattr(encoder, "dynamic_img_size", False):
-        raise ValueError(
-            "this needs a ViT with a fixed learned position embedding (no dynamic_img_size, "
-            "pos_embed present)."
-        )
+    embeddings added: the input of the transformer blocks before concatenation. timm's own steps
+    (``patch_embed``, then ``_pos_embed``: class and register tokens, the learned or resampled
+    position embedding, ``pos_drop``), split after the prefix tokens."""
+    tokens = encoder._pos_embed(encoder.patch_embed(images))
     prefix = encoder.num_prefix_tokens
-    x = encoder.patch_embed(images)  # [B, L, D]
-    pos = encoder.pos_embed
-    x = x + (pos if encoder.no_embed_class else pos[:, prefix:])
-    tokens = [t.expand(x.shape[0], -1, -1) for t in (encoder.cls_token, encoder.reg_token) if t is not None]
-    if not tokens:
-        return None, x
-    prefix_tokens = torch.cat(tokens, dim=1)
-    if not encoder.no_embed_class:
-        prefix_tokens = prefix_tokens + pos[:, :prefix]
-    return prefix_tokens, x
+    return (tokens[:, :prefix] if prefix else None), tokens[:, prefix:]
 
 
 def run_blocks(encoder: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    """``pos_drop → norm_pre → blocks → norm`` on a token sequence."""
-    return encoder.norm(encoder.blocks(encoder.norm_pre(encoder.pos_drop(tokens))))
+    """``norm_pre → blocks → norm`` on a token sequence from :func:`embed_tokens` (what
+    ``forward_features`` runs after its ``patch_drop``)."""
+    return encoder.norm(encoder.blocks(encoder.norm_pre(tokens)))
 
 
 def encode_visible(
@@ -212,5 +224,19 @@ def encode_visible(
         raise ValueError("encode_visible masks patches itself: build the encoder without patch_drop_rate.")
     prefix_tokens, patches = embed_tokens(encoder, images)
     masked = random_masking(patches, mask_ratio, generator)
-    x = masked.kept if prefix_tokens is None else torch.cat([prefix_tokens, masked.kept], dim=1)
-    return run_blocks(encoder, x), masked
+    return _blocks_on(encoder, prefix_tokens, masked.kept), masked
+
+
+def encode_kept(encoder: VisionTransformer, images: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
+    """The transformer blocks on the prefix tokens and the patch tokens at ``ids_keep [B, K]`` only
+    (position embeddings added before the selection): ``[B, prefix + K, D]`` after the final norm.
+    :func:`encode_visible` with given positions instead of a random subset (I-JEPA's context)."""
+    prefix_tokens, patches = embed_tokens(encoder, images)
+    kept = patches.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+    return _blocks_on(encoder, prefix_tokens, kept)
+
+
+def _blocks_on(
+    encoder: VisionTransformer, prefix_tokens: torch.Tensor | None, kept: torch.Tensor
+) -> torch.Tensor:
+    return run_blocks(encoder, kept if prefix_tokens is None else torch.cat([prefix_tokens, kept], dim=1))

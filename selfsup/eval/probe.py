@@ -36,7 +36,6 @@ from selfsup.augment.normalize import Normalize
 from selfsup.contract import (
     data_arguments,
     epochs_trained,
-    load_backbone_weights,
     load_checkpoint,
     plain,
     plain_backbone_state,
@@ -53,6 +52,7 @@ from selfsup.eval.probe_cache import (
     default_cache_folder,
     weights_digest,
 )
+from selfsup.load import load_encoder
 
 
 @dataclass
@@ -162,7 +162,7 @@ def probe_checkpoint(
         features = cache.load_features(key)
         features_from_cache = features is not None
         if features is None:
-            encoder = load_backbone_weights(spec.build(), state, spec, path)
+            encoder = load_encoder(checkpoint, path=path)
             encoder.to(device)
             normalize = Normalize(meta.mean, meta.std).to(device)
             features = {}

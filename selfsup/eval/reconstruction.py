@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from selfsup.distributed import gathering_forward
 from selfsup.encoders import unpatchify
-from selfsup.eval.fixed_images import fixed_images
+from selfsup.eval.image_grid import ImageGrid, Picture, to_pixels
 
 
 @torch.no_grad()
@@ -54,7 +50,7 @@ def reconstruction_grid(
         module.train(was_training)
 
 
-class ReconstructionGrid(Callback):
+class ReconstructionGrid(ImageGrid):
     """Every ``every_n_epochs`` (and after the last epoch), save the reconstruction grid of a fixed
     set of held-out images as ``<run dir>/reconstructions/epoch_<NNN>.png`` and send it to the active
     logger (TensorBoard ``add_image``, W&B ``log_image``). The same images and the same masks every
@@ -67,45 +63,19 @@ class ReconstructionGrid(Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, num_images: int = 8, seed: int = 0) -> None:
-        if every_n_epochs < 1 or num_images < 1:
-            raise ValueError("every_n_epochs and num_images must be >= 1.")
-        self.every_n_epochs = every_n_epochs
-        self.num_images = num_images
+        super().__init__(every_n_epochs, num_images)
         self.seed = seed
-        self.images: torch.Tensor | None = None
-        self.paths: list[Path] = []
 
-    def _fixed_images(self, trainer: L.Trainer) -> torch.Tensor:
-        if self.images is None:
-            self.images = fixed_images(trainer, self.num_images, "ReconstructionGrid")
-        return self.images
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
-        if (epoch + 1) % self.every_n_epochs and not last:
-            return
+    def applies(self, pl_module: L.LightningModule) -> str | None:
         if not hasattr(pl_module, "decoder") or not hasattr(pl_module, "patch_size"):
-            rank_zero_warn("ReconstructionGrid only applies to MAE; skipping it for this model.")
-            return
-        # Every process runs the forward, through the strategy's wrapper: under FSDP the parameters are
-        # sharded, the wrapper gathers them, and a forward on one process alone would wait forever
-        # for the others. The log folder is asked for on every process too (Lightning broadcasts it
-        # from the first). Only the first process writes.
+            return "only applies to MAE"
+        return None
+
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule, images: torch.Tensor) -> torch.Tensor:
+        # through the strategy's wrapper: under FSDP the parameters are sharded and the wrapper
+        # gathers them (every process runs this forward)
         forward = gathering_forward(trainer.strategy.model)
-        grid = reconstruction_grid(pl_module, self._fixed_images(trainer), seed=self.seed, forward=forward)
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "reconstructions"
-        if not trainer.is_global_zero:
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"epoch_{epoch:03d}.png"
-        save_image(grid, path)
-        self.paths.append(path)
-        for logger in trainer.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(experiment, "add_image"):  # TensorBoard
-                experiment.add_image("mae/reconstruction", grid, global_step=trainer.global_step)
-            elif hasattr(logger, "log_image"):  # Weights & Biases
-                logger.log_image(
-                    key="mae/reconstruction", images=[grid.permute(1, 2, 0).numpy()], step=trainer.global_step
-                )
+        return reconstruction_grid(pl_module, images, seed=self.seed, forward=forward)
+
+    def render(self, computed: torch.Tensor, images: torch.Tensor, epoch: int) -> list[Picture]:
+        return [Picture(f"reconstructions/epoch_{epoch:03d}.png", "mae/reconstruction", to_pixels(computed))]

@@ -136,8 +136,9 @@ def load_detector(path: str | os.PathLike) -> nn.Module:
     from safetensors.torch import load_file
 
     from selfsup.contract import CheckpointError
-    from selfsup.export import METADATA_FILE, load_encoder
+    from selfsup.export_format import METADATA_FILE
     from selfsup.finetune.tasks.detection import DetectorConfig, build_detection_head
+    from selfsup.load import load_encoder
 
     path = Path(path)
     encoder = load_encoder(path)  # checks the folder; plain timm underneath

@@ -80,22 +80,3 @@ def merge_lora(model: nn.Module) -> nn.Module:
             if isinstance(child, LoRALinear):
                 setattr(module, name, child.merged())
     return model
-
-
-def merge_lora_state_dict(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
-    """A state dict with :class:`LoRALinear` layers (``X.base.weight``, ``X.base.bias``, ``X.lora_A``,
-    ``X.lora_B``) turned into plain ``nn.Linear`` keys (``X.weight = base + scale * B @ A``,
-    ``X.bias``): what :func:`merge_lora` does to a module, on tensors alone."""
-    merged: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.endswith(".lora_A") or key.endswith(".lora_B"):
-            continue
-        if key.endswith(".base.weight"):
-            layer = key[: -len(".base.weight")]
-            a, b = state[f"{layer}.lora_A"], state[f"{layer}.lora_B"]
-            merged[f"{layer}.weight"] = value + scale * (b @ a).to(value.dtype)
-        elif key.endswith(".base.bias"):
-            merged[key[: -len(".base.bias")] + ".bias"] = value
-        else:
-            merged[key] = value
-    return merged

@@ -23,10 +23,11 @@ from selfsup.contract import (
 )
 from selfsup.data.decode import batch_images
 from selfsup.encoders import default_pool, is_vit
-from selfsup.finetune.backbone import dense_output, load_backbone, pool_output
+from selfsup.finetune.backbone import dense_output, pool_output
 from selfsup.finetune.strategies import STRATEGIES, Strategy, get_strategy
 from selfsup.finetune.tasks import TASKS
 from selfsup.finetune.tasks.detection import DetectorConfig
+from selfsup.load import declared_record, load_encoder
 from selfsup.module import SelfSupModule
 from selfsup.optim import OptimConfig
 
@@ -94,9 +95,12 @@ class FineTune(SelfSupModule):
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}.")
         self.backbone_source = backbone
-        self.encoder = load_backbone(backbone, img_size, patch_size, backbone_kwargs)
+        self.encoder = load_encoder(
+            backbone, img_size=img_size, patch_size=patch_size, **(backbone_kwargs or {})
+        )
+        self.encoder.train()
         self.strategy = get_strategy(strategy)
-        self.pretrained_method, declared_pool = _pretrained_record(backbone)
+        self.pretrained_method, declared_pool = declared_record(backbone)
         self.pool = pool or (
             default_pool(self.encoder, declared_pool or "token") if is_vit(self.encoder) else "avg"
         )
@@ -296,6 +300,7 @@ class FineTune(SelfSupModule):
     def checkpoint_meta(self) -> CheckpointMeta:
         task = self.task.record()
         task["strategy"] = {"name": self.strategy.name, **plain(self.strategy)}
+        task["backbone_transform"] = self.strategy.backbone_transform()
         return CheckpointMeta(
             kind="finetune",
             method="finetune",
@@ -337,17 +342,3 @@ class FineTune(SelfSupModule):
         if meta.task.get("classes") and hasattr(module.task, "class_names"):
             module.task.class_names = list(meta.task["classes"])
         return module.eval()
-
-
-def _pretrained_record(backbone: str) -> tuple[str | None, str | None]:
-    """``(method, pooling)`` that a selfsup export folder or checkpoint declares; Nones otherwise."""
-    import json
-
-    path = Path(backbone)
-    if path.is_dir() and (path / "selfsup.json").is_file():
-        meta = json.loads((path / "selfsup.json").read_text())
-        return meta.get("method"), meta.get("pool")
-    if path.suffix == ".ckpt" and path.is_file():
-        meta = read_meta(load_checkpoint(path), path)
-        return meta.method, meta.pool
-    return None, None

@@ -23,10 +23,9 @@ import torch
 from timm.models._manipulate import group_parameters
 from torch import nn
 
-from selfsup.contract import CheckpointError
 from selfsup.encoders import embed_tokens, is_vit, run_blocks
 from selfsup.finetune.adapter import add_adapters
-from selfsup.finetune.lora import add_lora, merge_lora, merge_lora_state_dict
+from selfsup.finetune.lora import add_lora, merge_lora
 
 
 class NotExportable(ValueError):
@@ -80,13 +79,11 @@ class Strategy:
         """The backbone as plain timm weights (for export)."""
         return backbone
 
-    @classmethod
-    def merge_state(
-        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
-    ) -> dict[str, torch.Tensor]:
-        """:meth:`merge` on saved weights: a checkpoint's backbone ``state`` (of the strategy whose
-        stored record is ``record``; ``path`` names the checkpoint) as a plain timm model's."""
-        return state
+    def backbone_transform(self) -> dict[str, Any]:
+        """:meth:`merge` for saved weights, declared in the checkpoint: how readers that know no
+        strategy (probe, export, ``load_encoder``) turn the backbone's weights into a plain timm
+        model's (see ``selfsup.backbone_state``)."""
+        return {"kind": "none"}
 
 
 @dataclass(frozen=True)
@@ -205,18 +202,8 @@ class LoRA(Strategy):
     def merge(self, backbone: nn.Module) -> nn.Module:
         return merge_lora(backbone)
 
-    @classmethod
-    def merge_state(
-        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
-    ) -> dict[str, torch.Tensor]:
-        return merge_lora_state_dict(state, float(record["alpha"]) / float(record["rank"]))
-
-
-def _not_plain(strategy: str, path: str) -> CheckpointError:
-    return CheckpointError(
-        f"'{path}' is a fine-tune with the {strategy} strategy, whose backbone has layers a plain timm model "
-        "lacks: load the whole model with selfsup.FineTune.from_checkpoint(PATH) instead."
-    )
+    def backbone_transform(self) -> dict[str, Any]:
+        return {"kind": "merge_low_rank", "scale": self.alpha / self.rank}
 
 
 def _require_vit(strategy: str, backbone: nn.Module) -> None:
@@ -247,11 +234,8 @@ class Adapter(Strategy):
             "be exported as a plain timm model (use lora, which merges, or full)."
         )
 
-    @classmethod
-    def merge_state(
-        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
-    ) -> dict[str, torch.Tensor]:
-        raise _not_plain(cls.name, path)
+    def backbone_transform(self) -> dict[str, Any]:
+        return {"kind": "not_plain", "strategy": self.name}
 
 
 @dataclass(frozen=True)
@@ -281,11 +265,8 @@ class Prompt(Strategy):
             "exported as a plain timm model (use lora, which merges, or full)."
         )
 
-    @classmethod
-    def merge_state(
-        cls, state: dict[str, torch.Tensor], record: dict[str, Any], path: str
-    ) -> dict[str, torch.Tensor]:
-        raise _not_plain(cls.name, path)
+    def backbone_transform(self) -> dict[str, Any]:
+        return {"kind": "not_plain", "strategy": self.name}
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -305,14 +286,3 @@ def get_strategy(strategy: str | Strategy) -> Strategy:
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}.")
     return STRATEGIES[strategy]()
-
-
-def plain_backbone_state(
-    state: dict[str, torch.Tensor], record: dict[str, Any], path: str
-) -> dict[str, torch.Tensor]:
-    """A fine-tune checkpoint's backbone weights as a plain timm model has them, by its stored
-    strategy ``record`` (``{"name": ..., and the strategy's fields}``): LoRA merged, adapter and
-    prompt refused (:class:`~selfsup.contract.CheckpointError`), the others as they are. What
-    :func:`selfsup.contract.plain_backbone_state` calls, by name, for a fine-tune checkpoint."""
-    strategy = STRATEGIES.get(record.get("name"))
-    return state if strategy is None else strategy.merge_state(state, record, path)

@@ -68,13 +68,24 @@ class PretrainModule(ContinualDistillation, SelfSupModule):
             ``selfsup.guard``).
         compile: compile the encoder and heads with ``torch.compile`` (first steps are slower while
             it compiles; later steps faster on GPUs).
-        init_from: continual pretraining: start the encoder from this export folder or checkpoint
-            (its backbone's weights only: the optimiser, the schedule and the step start afresh).
-            The architecture must match, else a ``CheckpointError`` names both.
+        init_from: continual pretraining: start the encoder from these weights (the backbone's
+            only: the optimiser, the schedule and the step start afresh). Any source of
+            :func:`selfsup.load.load_encoder`: a selfsup export or checkpoint, a timm ``local-dir:``
+            folder, or a timm name whose weights timm holds (its cache, or ``init_from_file``). The
+            architecture must match, else a ``CheckpointError`` names both.
         continual_weight: with ``init_from``, keep what the starting encoder knew (CaSSLe, Fini et
             al. 2022): a frozen copy of it is a distillation teacher, and ``continual_weight`` times
             ``2 - 2 cos(predictor(student features), teacher features)`` on the first view is added
             to the method's loss (0: off; see :mod:`selfsup.methods.continual`).
+        init_from_file: with a timm name in ``init_from``, its weights file (timm's
+            ``pretrained_cfg_overlay={"file": ...}``: a ``.safetensors``, or an original
+            facebookresearch ``.pth``, whose keys timm converts), for machines without the hub.
+        head_warmup_steps: continuing from a good backbone whose heads were not released (public
+            DINOv2 weights; dinov2 issue #204): for this many steps the encoder's learning rate is 0,
+            so its weights stay bitwise as loaded while the heads (and the teacher's, by EMA) learn
+            to read it; then the encoder trains, its learning rate ramping up over
+            ``backbone_warmup_steps`` (0: at once) within the method's schedule.
+        backbone_warmup_steps: see ``head_warmup_steps``.
     """
 
     # the registered name and one line for ``selfsup --help`` (default: the docstring's first line),
@@ -94,11 +105,21 @@ class PretrainModule(ContinualDistillation, SelfSupModule):
         compile: bool = False,
         init_from: str | None = None,
         continual_weight: float = 0.0,
+        init_from_file: str | None = None,
+        head_warmup_steps: int = 0,
+        backbone_warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         self.set_guard(skip_nonfinite_steps)
         self.encoder: VisionTransformer = self.build_encoder(encoder, img_size, patch_size, encoder_kwargs)
-        self.init_continual(init_from, continual_weight)
+        self.init_continual(init_from, continual_weight, init_from_file)
+        if head_warmup_steps < 0 or backbone_warmup_steps < 0:
+            raise ValueError(
+                f"head_warmup_steps and backbone_warmup_steps must be >= 0, got {head_warmup_steps} and "
+                f"{backbone_warmup_steps}."
+            )
+        self.held_prefixes, self.held_steps = ("encoder.",), head_warmup_steps
+        self.held_warmup_steps = backbone_warmup_steps
         self.optim = as_config(OptimConfig, optim)
         self.compile_model = compile
         facts = data_config(self.encoder, img_size)

@@ -31,11 +31,17 @@ class ContinualDistillation:
 
     continual_weight: float = 0.0
 
-    def init_continual(self, init_from: str | None, continual_weight: float) -> None:
+    def init_continual(
+        self, init_from: str | None, continual_weight: float, init_from_file: str | None = None
+    ) -> None:
         """Start ``self.encoder`` from ``init_from`` (its backbone's weights only) and, with
         ``continual_weight > 0``, freeze a copy of it as the teacher and build the predictor."""
+        if init_from_file is not None and init_from is None:
+            raise ValueError(
+                "init_from_file is the weights file of the timm name in init_from: set init_from too."
+            )
         if init_from is not None:
-            load_start_weights(self.encoder, init_from)
+            load_start_weights(self.encoder, init_from, init_from_file)
         if continual_weight < 0 or (continual_weight > 0 and init_from is None):
             raise ValueError(
                 f"continual_weight={continual_weight}: it must be >= 0, and > 0 only with init_from (the "
@@ -53,16 +59,16 @@ class ContinualDistillation:
         if self.continual_weight > 0:
             self._step_views = batch[0]  # the views on_after_batch_transfer made, as the step gets them
 
-    def guard(self, loss: torch.Tensor, views: Any = None) -> torch.Tensor:
-        """``loss`` plus the continual term when ``continual_weight > 0``, on the first of ``views``
-        (None: the first view of this step's batch), then registered with the non-finite guard."""
+    def guard(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the continual term when ``continual_weight > 0``, on the first view of this
+        step's batch, then registered with the non-finite guard."""
         if self.continual_weight > 0:
-            step_views, self._step_views = self._step_views, None
-            views = step_views if views is None else views
+            views, self._step_views = self._step_views, None
             if views is None:
-                raise NotImplementedError(
-                    f"{type(self).__name__}.guard() got no views and no training batch reached this step: "
-                    "continual_weight needs the views (pass them to guard() outside a Trainer)."
+                raise RuntimeError(
+                    f"{type(self).__name__}: continual_weight > 0 needs the step's views, and no training batch "
+                    "reached this step: run the step through a Trainer (or call on_train_batch_start(batch, 0) "
+                    "before training_step)."
                 )
             view = views[0] if isinstance(views, (list, tuple)) else views
             loss = loss + self.continual_weight * self.continual_term(view)
@@ -85,14 +91,21 @@ class ContinualDistillation:
         return self
 
 
-def load_start_weights(encoder: nn.Module, source: str) -> None:
-    """Continual pretraining: copy the backbone weights of an export folder or checkpoint into
-    ``encoder`` (nothing else: no optimiser state, no step)."""
+def load_start_weights(encoder: nn.Module, source: str, file: str | None = None) -> None:
+    """Continual pretraining: copy the backbone weights of ``source`` (any source of
+    :func:`selfsup.load.load_encoder`; ``file``: the weights of a timm name) into ``encoder``
+    (nothing else: no optimiser state, no step). A timm name is built at the run's image size (timm
+    resamples the position embedding) with the run's encoder arguments."""
     from selfsup.contract import CheckpointError, ModelSpec
-    from selfsup.export import load_encoder
+    from selfsup.load import load_encoder, names_a_model
 
-    start = load_encoder(source)
-    have, want = ModelSpec.from_model(start), ModelSpec.from_model(encoder)
+    want = ModelSpec.from_model(encoder)
+    if names_a_model(source):
+        build = {"img_size": want.img_size, "patch_size": want.patch_size, **want.model_args}
+        start = load_encoder(source, pretrained=True, pretrained_file=file, **build)
+    else:
+        start = load_encoder(source)
+    have = ModelSpec.from_model(start)
     try:
         encoder.load_state_dict(start.state_dict())
     except RuntimeError as err:

@@ -12,6 +12,7 @@ The loss and head are ``selfsup.losses.DINOLoss`` and ``selfsup.heads.DINOHead``
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +63,9 @@ class DINOViews:
     def views(self, image_size: int, patch_size: int) -> list:
         """The :class:`~selfsup.augment.ViewConfig` of every crop: global 1, global 2, locals."""
         from selfsup.augment import ViewConfig
+        from selfsup.augment.views import local_crop_size
 
-        local_size = self.local_size or max(
-            patch_size, round(image_size * 96 / 224 / patch_size) * patch_size
-        )
+        local_size = local_crop_size(image_size, patch_size, self.local_size)
         common = {
             "hflip_prob": self.hflip_prob,
             "jitter_prob": self.jitter_prob,
@@ -162,6 +162,7 @@ class DINO(PretrainModule):
             raise ValueError(
                 f"freeze_last_layer and clip_grad must be >= 0, got {freeze_last_layer}, {clip_grad}."
             )
+        self.use_bn_in_head = use_bn_in_head
         self.head = DINOHead(
             self.encoder.num_features,
             out_dim,
@@ -179,6 +180,8 @@ class DINO(PretrainModule):
             warmup_teacher_temperature,
             teacher_temperature,
         )
+        # the logged entropy and its maximum, for selfsup.eval.collapse.CollapseWarning
+        self.max_entropies = {"train/teacher_entropy": math.log(out_dim)}
         self.freeze_last_layer = freeze_last_layer
         self.clip_grad = clip_grad
         self.augment_config = views
@@ -195,7 +198,10 @@ class DINO(PretrainModule):
         super().train(mode)
         if mode:  # the teacher never drops paths (nor anything else)
             self.teacher_encoder.eval()
-            self.teacher_head.eval()
+            # with BatchNorm in the head the reference's teacher normalises by its batch's statistics
+            # (it stays in train mode; its EMA copies parameters only, so running statistics would
+            # stay at their initial 0 / 1)
+            self.teacher_head.train(self.use_bn_in_head)
         return self
 
     # --- the step ----------------------------------------------------------------------------------
@@ -205,16 +211,16 @@ class DINO(PretrainModule):
         return teacher_temperature(epoch, warmup_epochs, start, end)
 
     def student_forward(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Head outputs ``[B, K]`` per view; views of one size share one forward (DINO's
-        ``MultiCropWrapper``), so the encoder runs once per crop size."""
-        outputs: list[torch.Tensor | None] = [None] * len(views)
-        sizes = list(dict.fromkeys(v.shape[-1] for v in views))
-        for size in sizes:
+        """Head outputs ``[B, K]`` per view, as DINO's ``MultiCropWrapper``: the encoder runs once per
+        crop size, and the head once on every crop's features together (so a BatchNorm in the head
+        normalises over global and local crops at once, as the reference's)."""
+        features: list[torch.Tensor | None] = [None] * len(views)
+        for size in dict.fromkeys(v.shape[-1] for v in views):
             index = [i for i, v in enumerate(views) if v.shape[-1] == size]
-            features = self.features_of(self.encoder, torch.cat([views[i] for i in index]))
-            for i, chunk in zip(index, self.head(features).chunk(len(index)), strict=True):
-                outputs[i] = chunk
-        return outputs  # type: ignore[return-value]
+            out = self.features_of(self.encoder, torch.cat([views[i] for i in index]))
+            for i, chunk in zip(index, out.chunk(len(index)), strict=True):
+                features[i] = chunk
+        return list(self.head(torch.cat(features)).chunk(len(views)))  # type: ignore[arg-type]
 
     def features_of(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return encoder.forward_head(encoder.forward_features(images), pre_logits=True)
@@ -225,7 +231,7 @@ class DINO(PretrainModule):
             teacher_out = self.teacher_head(self.features_of(self.teacher_encoder, torch.cat(views[:2])))
         student_out = self.student_forward(views)
         temperature = self.teacher_temperature(self.current_epoch)
-        loss = self.guard(self.criterion(student_out, teacher_out, temperature), views)
+        loss = self.guard(self.criterion(student_out, teacher_out, temperature))
         self.criterion.update_center(teacher_out)
         with torch.no_grad():
             probs = torch.softmax((teacher_out.float() - self.criterion.center) / temperature, dim=-1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +25,7 @@ from selfsup.augment import SimCLRViewConfig
 from selfsup.augment.normalize import Normalize
 from selfsup.contract import as_config, model_weights, set_model_weights
 from selfsup.encoders import is_vit, is_vit_name, pooled_features
+from selfsup.load import load_encoder
 from selfsup.losses.distillation import FeatureDistillationLoss
 from selfsup.methods.base import DEFAULT_ENCODER, PretrainModule
 from selfsup.optim import OptimConfig
@@ -34,15 +34,10 @@ TEACHER_PREFIX = "teacher."
 
 
 def load_teacher(source: str) -> nn.Module:
-    """A frozen teacher from a selfsup export folder or checkpoint, or a timm ``local-dir:`` folder
-    (weights read from safetensors / ``weights_only`` files only)."""
-    if source.startswith("local-dir:"):
-        model = timm.create_model(source, pretrained=True, num_classes=0)
-    else:
-        from selfsup.export import load_encoder
-
-        model = load_encoder(source)
-    return model.requires_grad_(False).eval()
+    """A frozen teacher from a selfsup export folder or checkpoint, a timm ``local-dir:`` folder, or
+    a timm name whose weights timm has cached (weights read from safetensors / ``weights_only``
+    files only; see :func:`selfsup.load.load_encoder`)."""
+    return load_encoder(source, pretrained=True).requires_grad_(False).eval()
 
 
 class Distill(PretrainModule):
@@ -120,7 +115,7 @@ class Distill(PretrainModule):
         if isinstance(encoder, str) and getattr(self, "_allow_any_timm", False) and not is_vit_name(encoder):
             if patch_size is not None:
                 raise ValueError(f"patch_size applies to ViT students; {encoder!r} has no patches.")
-            return timm.create_model(encoder, pretrained=False, num_classes=0, **(encoder_kwargs or {}))
+            return load_encoder(encoder, **(encoder_kwargs or {})).train()
         return PretrainModule.build_encoder(encoder, img_size, patch_size, encoder_kwargs)
 
     @torch.no_grad()
@@ -174,7 +169,7 @@ class Distill(PretrainModule):
             )
             loss = pooled_loss + self.patch_weight * patch_loss
             extra = {"loss_pooled": pooled_loss.detach(), "loss_patches": patch_loss.detach()}
-        loss = self.guard(loss, [view])
+        loss = self.guard(loss)
         self.log_step(loss, len(view), **extra)
         return {"loss": loss, "features": features.detach()}
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from selfsup.augment import ViewConfig
 from selfsup.contract import as_config
+from selfsup.encoders import fix_sincos_pos_embed
 from selfsup.heads.moco import moco_predictor, moco_projector
 from selfsup.losses.moco import MoCoV3Loss
 from selfsup.methods.base import DEFAULT_ENCODER, PretrainModule
@@ -40,6 +41,10 @@ class MoCoV3(PretrainModule):
         momentum: EMA momentum at the first step (0.99), following a cosine to 1 at the last.
         freeze_patch_embed: keep the random patch projection fixed (the paper's stability trick for
             ViTs, ``--stop-grad-conv1``).
+        fixed_pos_embed: a fixed 2-D sine-cosine position embedding, as the reference's ViTs
+            (``build_2d_sincos_position_embedding``), instead of timm's learned one. selfsup's table
+            is MAE's (``selfsup.encoders.sincos_2d``): the same frequencies, with the two axes' halves
+            in the other order, which is the same thing for a network trained from scratch.
         gather_distributed: contrast with the keys of every process.
         sync_batchnorm: SyncBatchNorm in the MLPs under DDP on GPUs (as the reference).
         view1, view2: the two views' augmentation (the reference's defaults; blur below 64 px is
@@ -61,6 +66,7 @@ class MoCoV3(PretrainModule):
         temperature: float = 0.2,
         momentum: float = 0.99,
         freeze_patch_embed: bool = True,
+        fixed_pos_embed: bool = False,
         gather_distributed: bool = True,
         sync_batchnorm: bool = True,
         view1: ViewConfig = VIEW1,
@@ -72,6 +78,8 @@ class MoCoV3(PretrainModule):
         self.save_init_args(locals())
         if freeze_patch_embed:
             self.encoder.patch_embed.requires_grad_(False)
+        if fixed_pos_embed:
+            fix_sincos_pos_embed(self.encoder)
         dim = self.encoder.num_features
         self.projector = moco_projector(dim, projection_hidden_dim, projection_dim)
         self.predictor = moco_predictor(projection_dim, prediction_hidden_dim, projection_dim)
@@ -105,7 +113,7 @@ class MoCoV3(PretrainModule):
         with torch.no_grad():
             m1, m2 = self.features_of(self.momentum_encoder, both).chunk(2)
             k1, k2 = self.momentum_projector(m1), self.momentum_projector(m2)
-        loss = self.guard(self.criterion(q1, q2, k1, k2), [view1, view2])
+        loss = self.guard(self.criterion(q1, q2, k1, k2))
         self.log_step(
             loss,
             len(view1),

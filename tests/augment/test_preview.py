@@ -3,7 +3,8 @@
 import torch
 from PIL import Image
 
-from selfsup.augment.preview import preview_command, preview_grid
+from selfsup.augment.preview import preview_grid
+from selfsup.commands.preview import preview_command
 from selfsup.methods.simclr import SimCLR
 from tests.helpers import REPO
 

@@ -100,3 +100,32 @@ def test_last_blocks_concatenates_the_class_tokens_of_the_last_blocks_through_th
         assert torch.equal(pooled_features(encoder, x, "token", last_blocks=1), outputs[-1][:, 0])
     with pytest.raises(ValueError, match="last_blocks must lie in"):
         pooled_features(encoder, x, "token", last_blocks=4)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"reg_tokens": 4},
+        {"no_embed_class": True, "reg_tokens": 2},
+        {"class_token": False, "global_pool": "avg"},
+        {"dynamic_img_size": True},
+    ],
+)
+def test_embedded_tokens_through_the_blocks_equal_timms_forward(kwargs):
+    """``embed_tokens`` + ``run_blocks`` (what MAE, I-JEPA and prompt tuning run on a subset of the
+    tokens) is timm's own ``forward_features`` when every token is kept: class and register tokens,
+    position embeddings with and without an entry for the prefix, and resampled for another size."""
+    from selfsup.encoders import embed_tokens, run_blocks
+
+    torch.manual_seed(0)
+    encoder = create_encoder("vit_tiny_patch16_224", img_size=16, patch_size=4, depth=2, **kwargs).eval()
+    size = 24 if kwargs.get("dynamic_img_size") else 16
+    images = torch.randn(2, 3, size, size)
+    prefix, patches = embed_tokens(encoder, images)
+    assert patches.shape[1] == (size // 4) ** 2 and (prefix is None) == (encoder.num_prefix_tokens == 0)
+    tokens = patches if prefix is None else torch.cat([prefix, patches], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            run_blocks(encoder, tokens), encoder.forward_features(images), rtol=0, atol=1e-6
+        )

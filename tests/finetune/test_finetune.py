@@ -186,12 +186,12 @@ def test_classification_configs_run_one_step(name, tiny_runs, tmp_path, monkeypa
 def test_a_backbone_export_that_is_not_made_yet_says_how_to_make_it(tmp_path):
     """A fine-tune config run before its export exists failed with `Unknown timm model name
     'runs/.../export'`: it now says the export is missing and gives the command that makes it."""
-    from selfsup.finetune.backbone import load_backbone
+    from selfsup.load import load_encoder
 
     run_dir = tmp_path / "runs" / "simclr_vit_tiny_cifar10"
     export_dir = run_dir / "export"
     with pytest.raises(FileNotFoundError) as error:
-        load_backbone(str(export_dir))
+        load_encoder(str(export_dir))
     message = str(error.value)
     assert f"backbone '{export_dir}' does not exist" in message and "Unknown timm" not in message
     assert f"selfsup export RUN/version_N/checkpoints/last.ckpt --out {export_dir}" in message
@@ -199,11 +199,11 @@ def test_a_backbone_export_that_is_not_made_yet_says_how_to_make_it(tmp_path):
         (run_dir / f"version_{version}" / "checkpoints").mkdir(parents=True)
         (run_dir / f"version_{version}" / "checkpoints" / "last.ckpt").write_bytes(b"")
     with pytest.raises(FileNotFoundError) as error:
-        load_backbone(str(export_dir))
+        load_encoder(str(export_dir))
     newest = run_dir / "version_10" / "checkpoints" / "last.ckpt"
     assert f"Make it with `selfsup export {newest} --out {export_dir}`" in str(error.value)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_backbone("runs/missing/last.ckpt")
+        load_encoder("runs/missing/last.ckpt")
 
 
 def test_every_file_a_finetune_export_writes_may_be_overwritten():

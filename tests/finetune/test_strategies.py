@@ -210,3 +210,20 @@ def test_prompt_tokens_are_ignored_by_pooling():
     module = vit(Prompt(num_tokens=3), depth=1, pool="avg").eval()
     out, prefix = module.strategy.encode(module.encoder, torch.randn(2, 3, 16, 16))
     assert out.shape == (2, 1 + 3 + 16, 192) and prefix == 4
+
+
+def test_each_strategy_declares_the_backbone_transform_its_checkpoints_used_to_imply():
+    """A fine-tune checkpoint declares how its backbone becomes plain timm weights, so the contract
+    knows no strategy; the declaration of every strategy agrees with the mapping kept for records
+    written before it existed (LoRA: merge at alpha / rank; adapter, prompt: no plain model)."""
+    from selfsup.backbone_state import legacy_backbone_transform
+    from selfsup.config_values import plain
+    from selfsup.finetune.strategies import STRATEGIES
+
+    seen = set()
+    for name, strategy_type in STRATEGIES.items():
+        strategy = strategy_type()
+        record = {"name": name, **plain(strategy)}
+        assert strategy.backbone_transform() == legacy_backbone_transform(record), name
+        seen.add(strategy.backbone_transform()["kind"])
+    assert seen == {"none", "merge_low_rank", "not_plain"}

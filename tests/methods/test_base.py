@@ -129,8 +129,44 @@ def test_continual_distillation_term_trains_the_predictor_and_never_the_frozen_s
                    init_from=str(out), continual_weight=1.0)  # fmt: skip
     model.log = lambda *args, **kwargs: None
     view = model.normalize(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8))
-    loss = model.guard(torch.zeros((), requires_grad=True), [view])
+    with pytest.raises(RuntimeError, match="no training batch reached this step"):
+        model.guard(torch.zeros((), requires_grad=True))
+    model.on_train_batch_start(([view, view], torch.zeros(8)), 0)  # what a Trainer calls before the step
+    loss = model.guard(torch.zeros((), requires_grad=True))
     assert loss > 0  # the predictor starts random
     loss.backward()
     assert all(p.grad is None for p in model.start_encoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.continual_predictor.parameters())
+
+
+def test_head_warmup_holds_the_backbone_bitwise_then_trains_it():
+    """``head_warmup_steps``: the encoder stays bitwise as loaded for that many steps while the heads
+    and the teacher's heads move; then it trains, its learning rate ramping over
+    ``backbone_warmup_steps``; ``train/backbone_lr`` shows it."""
+    from selfsup import DINO, ImageDataModule
+
+    L.seed_everything(0)
+    model = DINO("vit_tiny_patch16_224", **TINY, out_dim=64, hidden_dim=32, bottleneck_dim=16,
+                 freeze_last_layer=0, head_warmup_steps=3, backbone_warmup_steps=2,
+                 augment={"local_crops": 2, "local_size": 8}, optim={"warmup_epochs": 0})  # fmt: skip
+    start = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    heads = {k: v.clone() for k, v in model.head.state_dict().items()}
+    teacher_heads = {k: v.clone() for k, v in model.teacher_head.state_dict().items()}
+    seen: list[tuple[int, bool, float]] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            same = all(torch.equal(v, start[k]) for k, v in pl_module.encoder.state_dict().items())
+            metrics = trainer.callback_metrics
+            seen.append(
+                (trainer.global_step, same, float(metrics["train/backbone_lr"] / metrics["train/lr"]))
+            )
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Watch()])  # fmt: skip
+    trainer.fit(model, ImageDataModule(image_size=16, batch_size=16, num_workers=0, train_subset=96))
+    assert [s for s, same, _ in seen if same] == [1, 2, 3], seen  # held for 3 steps, trained from the 4th
+    # the backbone's rate over the heads': 0 while held, then a ramp of 2 steps (1/2, 1) within the schedule
+    assert [ratio for _, _, ratio in seen] == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 1.0]), seen
+    assert any(not torch.equal(v, heads[k]) for k, v in model.head.state_dict().items())
+    assert any(not torch.equal(v, teacher_heads[k]) for k, v in model.teacher_head.state_dict().items())

@@ -4,6 +4,7 @@ MAE): the continual term then uses the first view of the step's augmented batch.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import lightning as L
@@ -57,3 +58,78 @@ def test_the_continual_term_lives_in_its_own_mixin_and_no_method_knows_it():
         source = path.read_text(encoding="utf-8")
         for word in ("start_encoder", "continual_predictor", "_step_views", "continual_term"):
             assert word not in source, f"{path.name} mentions {word}"
+        # and a method hands guard() its loss alone: no views for the term
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "guard":
+                assert len(node.args) == 1 and not node.keywords, f"{path.name}: {ast.unparse(node)}"
+
+
+def test_init_from_takes_every_source_of_load_encoder(tmp_path):
+    """``init_from`` starts the encoder from a timm name plus an offline weights file (exactly the
+    file's weights, as timm reads it), a ``local-dir:`` folder, or an export; a wrong architecture is
+    a one-line error naming both, and a missing file names the file."""
+    from safetensors.torch import save_file
+
+    from selfsup.contract import CheckpointError
+
+    torch.manual_seed(0)
+    source = SimCLR("vit_tiny_patch16_224", **TINY).encoder
+    weights = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(weights, tmp_path / "weights.safetensors")
+    folder = write_export(tmp_path / "start", source, "t", (0.5,) * 3, (0.5,) * 3, {"method": "simclr"})
+    for init in (
+        {"init_from": "vit_tiny_patch16_224", "init_from_file": str(tmp_path / "weights.safetensors")},
+        {"init_from": f"local-dir:{folder}"},
+        {"init_from": str(folder)},
+    ):
+        torch.manual_seed(1)  # another random initialisation, overwritten by the start weights
+        model = SimCLR("vit_tiny_patch16_224", **TINY, **init)
+        for name, value in model.encoder.state_dict().items():
+            assert torch.equal(value, weights[name]), (init, name)
+    with pytest.raises(
+        CheckpointError, match=r"holds a vit_tiny_patch16_224 \(16 px.*but this run builds"
+    ) as error:
+        SimCLR(
+            "vit_tiny_patch16_224",
+            img_size=16,
+            patch_size=4,
+            encoder_kwargs={"depth": 2},
+            init_from=str(folder),
+        )
+    assert "\n" not in str(error.value)
+    with pytest.raises(FileNotFoundError, match="nowhere.safetensors' does not exist"):
+        SimCLR(
+            "vit_tiny_patch16_224",
+            **TINY,
+            init_from="vit_tiny_patch16_224",
+            init_from_file="nowhere.safetensors",
+        )
+    with pytest.raises(ValueError, match="set init_from too"):
+        SimCLR("vit_tiny_patch16_224", **TINY, init_from_file=str(tmp_path / "weights.safetensors"))
+
+
+def test_init_from_reads_an_original_dinov2_file_through_timms_conversion(tmp_path):
+    """The public DINOv2 weights are facebookresearch ``.pth`` files: ``register_tokens``, a
+    ``mask_token``, and a position embedding with a class-token slot that timm folds into its class
+    token. ``init_from`` + ``init_from_file`` reads such a file (here a 1-block one written in that
+    layout) through timm's own conversion; no key is renamed by selfsup."""
+    from selfsup import DINO
+    from selfsup.encoders import create_encoder
+
+    torch.manual_seed(0)
+    timm_layout = create_encoder("vit_small_patch14_reg4_dinov2", img_size=28, depth=1).state_dict()
+    class_slot = torch.randn(1, 1, 384)
+    original = {k.replace("reg_token", "register_tokens"): v for k, v in timm_layout.items()}
+    original["pos_embed"] = torch.cat([class_slot, timm_layout["pos_embed"]], dim=1)
+    original["cls_token"] = timm_layout["cls_token"] - class_slot
+    original["mask_token"] = torch.zeros(1, 384)
+    torch.save(original, tmp_path / "dinov2_vits14_reg4_pretrain.pth")
+    model = DINO(
+        "vit_small_patch14_reg4_dinov2", img_size=28, encoder_kwargs={"depth": 1}, out_dim=64, hidden_dim=32,
+        bottleneck_dim=16, init_from="vit_small_patch14_reg4_dinov2",
+        init_from_file=str(tmp_path / "dinov2_vits14_reg4_pretrain.pth"),
+    )  # fmt: skip
+    loaded = model.encoder.state_dict()
+    assert model.encoder.num_reg_tokens == 4 and set(loaded) == set(timm_layout)
+    for name, value in timm_layout.items():
+        torch.testing.assert_close(loaded[name], value, rtol=0, atol=1e-6 if name == "cls_token" else 0)

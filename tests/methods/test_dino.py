@@ -168,3 +168,40 @@ def test_cli_fast_dev_run_exports_the_teacher_that_plain_timm_loads(tmp_path, mo
         expected = teacher.forward_head(teacher.forward_features(x), pre_logits=True)
     torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
     assert not torch.allclose(features, cli.model.encoder.eval()(x))  # the student is not what was exported
+
+
+def test_use_bn_in_head_follows_the_references_multicrop_wrapper_and_train_mode_teacher():
+    """With ``use_bn_in_head`` the reference (facebookresearch/dino ``utils.MultiCropWrapper``,
+    ``main_dino.py``) runs the backbone once per crop size and the head once on all crops' features
+    together, and its teacher stays in train mode: BatchNorm over the batch, never running
+    statistics (its EMA copies parameters only). A transcription of that forward is the oracle."""
+    L.seed_everything(0)
+    model = DINO("vit_tiny_patch16_224", img_size=16, patch_size=4, encoder_kwargs={"depth": 1}, out_dim=32,
+                 hidden_dim=16, bottleneck_dim=8, use_bn_in_head=True,
+                 augment={"local_crops": 2, "local_size": 8})  # fmt: skip
+    model.train()
+    assert model.teacher_head.training and not model.teacher_encoder.training
+    views = [
+        torch.randn(4, 3, 16, 16),
+        torch.randn(4, 3, 16, 16),
+        torch.randn(4, 3, 8, 8),
+        torch.randn(4, 3, 8, 8),
+    ]
+
+    def multicrop_wrapper(encoder, head, crops):  # the reference's forward, transcribed
+        sizes = torch.tensor([c.shape[-1] for c in crops])
+        ends = torch.cumsum(torch.unique_consecutive(sizes, return_counts=True)[1], 0)
+        start, output = 0, []
+        for end in ends:
+            output.append(model.features_of(encoder, torch.cat(crops[start:end])))
+            start = end
+        return head(torch.cat(output))
+
+    with torch.no_grad():
+        ours = torch.cat(model.student_forward(views))
+        torch.testing.assert_close(
+            ours, multicrop_wrapper(model.encoder, model.head, views), rtol=0, atol=1e-6
+        )
+        teacher = multicrop_wrapper(model.teacher_encoder, model.teacher_head, views[:2])
+        frozen = model.teacher_head.eval()(model.features_of(model.teacher_encoder, torch.cat(views[:2])))
+    assert (teacher - frozen).abs().max() > 1e-2  # running statistics (0 / 1) would give other outputs

@@ -88,3 +88,27 @@ def test_cli_fast_dev_run_exports_the_momentum_encoder(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = cli.model.momentum_encoder.eval()(x)
     torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
+
+
+def test_the_reference_vit_small_fixed_sincos_position_embedding_and_decay_of_every_parameter():
+    """``configs/mocov3/vit_small_imagenet.yaml`` builds MoCo v3's ViT-S: 12 heads, a fixed 2-D
+    sine-cosine position embedding (frozen in both branches) and weight decay on every parameter."""
+    import yaml
+
+    from selfsup.encoders import sincos_2d
+    from selfsup.optim import OptimConfig, decayed_names
+    from tests.helpers import REPO
+
+    args = yaml.safe_load((REPO / "configs/mocov3/vit_small_imagenet.yaml").read_text())["model"]["init_args"]
+    model = MoCoV3(
+        args["encoder"], img_size=32, patch_size=16, encoder_kwargs={**args["encoder_kwargs"], "depth": 1},
+        fixed_pos_embed=args["fixed_pos_embed"], optim=args["optim"], projection_hidden_dim=16,
+        prediction_hidden_dim=16, projection_dim=8,
+    )  # fmt: skip
+    assert model.encoder.blocks[0].attn.num_heads == 12
+    table = sincos_2d(2, 2, 384, 1).unsqueeze(0)
+    for encoder in (model.encoder, model.momentum_encoder):
+        assert torch.equal(encoder.pos_embed, table) and not encoder.pos_embed.requires_grad
+    assert OptimConfig(**args["optim"]).decay_all
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decayed_names(model, model.no_weight_decay_names(), decay_all=True) == trainable

@@ -1,8 +1,8 @@
 """Methods as plug-ins: a file dropped into ``selfsup/methods/`` and a method of another installed
-package (``tests/plugin_package``: BYOL, registered through the ``selfsup.methods`` entry point)
+package (``tests/plugin_package``: NNCLR, registered through the ``selfsup.methods`` entry point)
 are discovered with nothing in selfsup edited: ``selfsup --help`` lists them, ``selfsup.<ClassName>``
-resolves, a config's ``model.class_path`` takes them, and BYOL, built from the shared heads and
-losses, learns, exports its target encoder and is probed."""
+resolves, a config's ``model.class_path`` takes them, and NNCLR, built from the shared heads and
+loss, learns, exports its encoder and is probed."""
 
 from __future__ import annotations
 
@@ -105,82 +105,71 @@ def test_an_installed_package_registers_its_method_by_entry_point(
     plugin_site, monkeypatch, fresh_registry, capsys
 ):
     # the console script, in a process of its own: listed, and listing imports neither its module nor Lightning
-    code = "import sys, selfsup.cli as c; print(c.usage()); print(sorted(m for m in ('lightning', 'selfsup_byol.byol') if m in sys.modules))"  # noqa: E501
+    code = "import sys, selfsup.cli as c; print(c.usage()); print(sorted(m for m in ('lightning', 'selfsup_nnclr.nnclr') if m in sys.modules))"  # noqa: E501
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), str(REPO)])}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     ).stdout
     assert re.search(
-        r"\n  selfsup\.BYOL +bootstrap: regress a momentum target's projection of the other view\n", out
+        r"\n  selfsup\.NNCLR +contrastive: the nearest neighbour in a support queue is the positive\n", out
     )
     assert out.strip().splitlines()[-1] == "[]"
     # in this process, with the package's folder on sys.path as the environment would put it
     monkeypatch.syspath_prepend(str(plugin_site))
-    assert selfsup.methods.METHODS["byol"].source.endswith("of selfsup-byol")
-    assert selfsup.BYOL.__module__ == "selfsup_byol.byol" and selfsup.BYOL.method == "byol"
+    assert selfsup.methods.METHODS["nnclr"].source.endswith("of selfsup-nnclr")
+    assert selfsup.NNCLR.__module__ == "selfsup_nnclr.nnclr" and selfsup.NNCLR.method == "nnclr"
     with pytest.raises(SystemExit):
-        run(["fit", "-c", str(REPO / "configs/mocov3/digits.yaml"), "--model.class_path=selfsup.BYOL",
-             "--model.init_args.momentum=0.9", "--print_config"])  # fmt: skip
+        run(["fit", "-c", str(REPO / "configs/mocov3/digits.yaml"), "--model.class_path=selfsup.NNCLR",
+             "--model.init_args.queue_size=512", "--print_config"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert "class_path: selfsup.BYOL" in printed and "    momentum: 0.9\n" in printed, printed
+    assert "class_path: selfsup.NNCLR" in printed and "    queue_size: 512\n" in printed, printed
 
 
-def byol_run(byol: type, seed: int, epochs: int, out) -> tuple:
-    """BYOL on the digits from ``seed``: a checkpoint after one step and one after ``epochs`` epochs,
-    the trained model, and the last epoch's mean loss over the first's."""
+def nnclr_run(nnclr: type, seed: int, epochs: int, out) -> tuple:
+    """NNCLR on the digits from ``seed``: a checkpoint after one step and one after ``epochs`` epochs,
+    and the trained model."""
     from selfsup import ImageDataModule
     from selfsup.checkpoint import AtomicCheckpointIO
     from selfsup.optim import OptimConfig
 
     view = {"crop_scale": (0.3, 1.0), "hflip_prob": 0.0, "jitter_prob": 0.0, "grayscale_prob": 0.0,
             "blur_prob": 0.0, "solarize_prob": 0.0}  # fmt: skip
-    paths, losses = [], []
-
-    class Losses(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            losses.append(outputs["loss"].detach())
-
+    paths = []
     for name, limit in (("one_step", {"max_steps": 1}), ("trained", {"max_epochs": epochs})):
         L.seed_everything(seed)
-        losses.clear()
-        model = byol("vit_tiny_patch16_224", img_size=16, patch_size=4,
-                     encoder_kwargs={"depth": 1, "embed_dim": 96, "num_heads": 1}, projection_hidden_dim=256,
-                     projection_dim=64, prediction_hidden_dim=256, momentum=0.9, view1=view, view2=view,
-                     optim=OptimConfig(base_lr=4e-3, weight_decay=0.05, warmup_epochs=1))  # fmt: skip
+        model = nnclr("vit_tiny_patch16_224", img_size=16, patch_size=4,
+                      encoder_kwargs={"depth": 1, "embed_dim": 96, "num_heads": 1}, projection_hidden_dim=256,
+                      projection_dim=64, prediction_hidden_dim=256, queue_size=512, temperature=0.2, view=view,
+                      optim=OptimConfig(base_lr=4e-3, weight_decay=0.05, warmup_epochs=1))  # fmt: skip
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, plugins=[AtomicCheckpointIO()], callbacks=[Losses()],
-                            **limit)  # fmt: skip
+                            enable_model_summary=False, plugins=[AtomicCheckpointIO()], **limit)  # fmt: skip
         trainer.fit(model, ImageDataModule("digits", image_size=16, batch_size=128, num_workers=0))
         paths.append(out / f"{name}.ckpt")
         trainer.save_checkpoint(paths[-1])
-    steps = len(losses) // epochs
-    ratio = float(torch.stack(losses[-steps:]).mean() / torch.stack(losses[:steps]).mean())
-    return paths, model, ratio
+    return paths, model
 
 
-def test_byol_plugin_trains_exports_its_target_and_is_probed(
-    plugin_site, monkeypatch, fresh_registry, tmp_path
-):
-    """BYOL from the plug-in package, found by discovery, trains with selfsup's machinery: its
-    target encoder moves by EMA, is what export writes (plain timm loads it) and what probe scores.
+def test_nnclr_plugin_trains_exports_and_is_probed(plugin_site, monkeypatch, fresh_registry, tmp_path):
+    """NNCLR from the plug-in package, found by discovery, trains with selfsup's machinery: its
+    support queue fills on the device, its encoder is what export writes (plain timm loads it) and
+    what probe scores, and kNN rises over the 1-step run by KNN_GAIN.
 
-    Digits (1,437 / 360 at 16 px), a 1-block ViT of width 96, MLPs 256 → 64, target momentum 0.9,
-    base lr 4e-3, EPOCHS epochs of 128 (66 steps). Measured (2026-12-02, 2 CPU cores, one thread,
-    seeds 0 / 1 / 2; BENCHMARKS.md): the last epoch's mean loss is 0.415 / 0.466 / 0.469 of the first's; kNN top-1
-    (k=20) of the probed target encoder 41.7 / 43.6 / 41.9 % after one step and 43.6 / 42.8 / 44.7 % trained
-    (+1.9 / -0.8 / +2.8 points), about 6 s of training a seed: BYOL
-    does not lift kNN measurably at this budget (nor at 8 to 10 epochs, 2 blocks, width 192, or
-    other learning rates and momenta tried), so the kNN bound guards against collapse (a
-    collapsed encoder scores near 10 %), not for a gain. Required: a loss ratio below LOSS_RATIO and
-    kNN no more than KNN_DROP below the 1-step run's, both outside every seed's figure."""
+    Digits (1,437 / 360 at 16 px), a 1-block ViT of width 96, MLPs 256 → 64, a queue of 512,
+    base lr 4e-3, EPOCHS epochs of 128. Measured (2026-12-02, 2 CPU cores, seeds 0 / 1 / 2;
+    BENCHMARKS.md, "methods as plug-ins"): kNN top-1 (k=20) of the
+    probed encoder 38.3 / 42.8 / 42.2 % after one step and 49.4 / 48.9 / 50.6 % trained (+11.1 / +6.1 /
+    +8.3 points), about 9 s of training a seed on one thread."""
     from selfsup.eval.probe import probe
     from selfsup.export import export
 
     monkeypatch.syspath_prepend(str(plugin_site))
-    (one_step, trained), model, ratio = byol_run(selfsup.BYOL, 0, EPOCHS, tmp_path)
-    assert ratio <= LOSS_RATIO, ratio
+    (one_step, trained), model = nnclr_run(selfsup.NNCLR, 0, EPOCHS, tmp_path)
     meta = torch.load(trained, weights_only=True)["selfsup"]
-    assert meta["method"] == "byol" and meta["backbone_prefix"] == "target_encoder."
+    assert meta["method"] == "nnclr" and meta["backbone_prefix"] == "encoder."
+    steps = torch.load(trained, weights_only=True)["global_step"]
+    assert (
+        steps == EPOCHS * (1437 // 128) and int(model.queue_ptr) == steps * 128 % 512
+    )  # every step enqueued
     out = export(trained, tmp_path / "export")
     x = torch.randn(4, 3, 16, 16)
     features, _ = run_in_plain_timm(out, x, tmp_path)
@@ -189,10 +178,9 @@ def test_byol_plugin_trains_exports_its_target_and_is_probed(
     before, after = probe(
         [one_step, trained], out=tmp_path / "probe", cache_dir=tmp_path / "cache", probe_epochs=1
     )
-    assert before.method == after.method == "byol" and before.global_step == 1
-    assert after.knn_top1[20] >= before.knn_top1[20] - KNN_DROP, json.dumps([before.knn_top1, after.knn_top1])
+    assert before.method == after.method == "nnclr" and before.global_step == 1
+    assert after.knn_top1[20] >= before.knn_top1[20] + KNN_GAIN, json.dumps([before.knn_top1, after.knn_top1])
 
 
 EPOCHS = 6
-LOSS_RATIO = 0.55
-KNN_DROP = 0.08
+KNN_GAIN = 0.04  # below the smallest measured gain, +6.1 points

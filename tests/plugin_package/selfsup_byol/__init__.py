@@ -1,2 +1,0 @@
-"""An example plug-in package for selfsup: BYOL, registered through the ``selfsup.methods`` entry
-point of its ``pyproject.toml``."""
