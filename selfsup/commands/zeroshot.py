@@ -63,11 +63,11 @@ def zeroshot(
     from selfsup.eval.linear_probe import topk_accuracy
     from selfsup.eval.plots import confusion_matrix_png
     from selfsup.eval.zeroshot import zero_shot_classifier, zero_shot_predictions
-    from selfsup.methods.clip_export import clip_from_checkpoint
+    from selfsup.methods.clip import CLIP
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     ckpt = load_checkpoint(checkpoint)
-    model = clip_from_checkpoint(ckpt)
+    model = CLIP.from_checkpoint(ckpt)
     model.to(device)
     split = data.pop("split", "val")
     saved = {

@@ -12,6 +12,7 @@ the device (a random resized crop at scale 0.9-1 by default, as CLIP's training 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -140,12 +141,35 @@ class CLIP(PretrainModule):
         return self.encode_image(images), self.encode_text(tokens)
 
     @classmethod
-    def export_extra(cls, checkpoint_path, folder) -> None:
+    def from_checkpoint(cls, checkpoint: dict | str | Path) -> CLIP:
+        """A CLIP rebuilt from its checkpoint (a path or the loaded dict), in eval mode. Its weights
+        come from the checkpoint; ``init_from`` is not read again."""
+        from selfsup.contract import (
+            CheckpointError,
+            load_checkpoint,
+            model_arguments,
+            model_weights,
+            read_meta,
+        )
+
+        where = checkpoint if not isinstance(checkpoint, dict) else "the checkpoint"
+        checkpoint = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+        method = read_meta(checkpoint).method
+        if method != "clip":
+            raise CheckpointError(f"'{where}' is a {method} checkpoint: this needs a selfsup.CLIP one.")
+        args = model_arguments(checkpoint)
+        args.update(init_from=None, init_from_file=None, lock_image=False, continual_weight=0.0)
+        model = cls(**args)
+        model.load_state_dict(model_weights(checkpoint), strict=False)  # strict=False: no start_encoder.*
+        return model.eval()
+
+    @classmethod
+    def export_extra(cls, checkpoint_path: str | Path, folder: Path) -> None:
         """``selfsup export`` of a CLIP checkpoint writes, besides the image tower's timm folder,
         ``FOLDER/open_clip``: both towers, loadable by open_clip alone (``selfsup.methods.clip_export``)."""
-        from selfsup.methods.clip_export import export_open_clip
+        from selfsup.methods.clip_export import write_open_clip
 
-        export_open_clip(checkpoint_path, folder / "open_clip")
+        write_open_clip(cls.from_checkpoint(checkpoint_path), folder / "open_clip")
 
     def _image_features(self, images: torch.Tensor) -> torch.Tensor:
         if self.lock_image:

@@ -129,26 +129,3 @@ def write_open_clip(model, folder: str | Path) -> Path:
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
     save_file(weights, str(folder / "open_clip_model.safetensors"))
     return folder
-
-
-def clip_from_checkpoint(checkpoint: dict | str | Path):
-    """A :class:`selfsup.CLIP` rebuilt from its checkpoint (a path or the loaded dict), in eval mode.
-    Its weights come from the checkpoint; ``init_from`` is not read again."""
-    from selfsup.contract import CheckpointError, load_checkpoint, model_arguments, model_weights, read_meta
-    from selfsup.methods.clip import CLIP
-
-    where = checkpoint if not isinstance(checkpoint, dict) else "the checkpoint"
-    checkpoint = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    method = read_meta(checkpoint).method
-    if method != "clip":
-        raise CheckpointError(f"'{where}' is a {method} checkpoint: this needs a selfsup.CLIP one.")
-    args = model_arguments(checkpoint)
-    args.update(init_from=None, init_from_file=None, lock_image=False, continual_weight=0.0)
-    model = CLIP(**args)
-    model.load_state_dict(model_weights(checkpoint), strict=False)  # strict=False: no start_encoder.*
-    return model.eval()
-
-
-def export_open_clip(checkpoint: dict | str | Path, folder: str | Path) -> Path:
-    """The hook for ``selfsup export``: a CLIP checkpoint's open_clip folder (next to its timm folder)."""
-    return write_open_clip(clip_from_checkpoint(checkpoint), folder)
