@@ -160,7 +160,8 @@ class CLIP(PretrainModule):
         args = model_arguments(checkpoint)
         args.update(init_from=None, init_from_file=None, lock_image=False, continual_weight=0.0)
         model = cls(**args)
-        model.load_state_dict(model_weights(checkpoint), strict=False)  # strict=False: no start_encoder.*
+        # strict=False: a continual run's frozen copy of the start is not rebuilt here
+        model.load_state_dict(model_weights(checkpoint), strict=False)
         return model.eval()
 
     @classmethod
