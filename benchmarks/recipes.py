@@ -7,13 +7,15 @@ trained backbone on the held-out split (the ``KNNReport`` table at the end of th
 ``knn_report.json``), the last logged ``train/teacher_entropy`` beside its maximum ``log(out_dim)``
 where the method logs one (DINO, DINOv2; a value near the maximum is a uniform-teacher collapse), any
 ``TeacherCollapseWarning`` the run printed, and the wall time of the whole command (start-up and
-both kNN evaluations included). It prints a markdown table.
+both kNN evaluations included), and for an image-text recipe the zero-shot top-1 before and after
+(``zeroshot_report.json``). It prints a markdown table. ``--jobs 2`` runs two recipes at once
+(give each one thread: ``OMP_NUM_THREADS=1``); wall times then include the other run's share.
 
 A recipe that trains from another run's checkpoint (``configs/distill/digits.yaml`` names
 ``runs/quickstart/version_0/checkpoints/last.ckpt``) is given this benchmark's run of that recipe
 instead, so the quickstart runs first.
 
-    OMP_NUM_THREADS=1 python benchmarks/recipes.py --out /tmp/recipes
+    OMP_NUM_THREADS=1 python benchmarks/recipes.py --out /tmp/recipes --jobs 2
     OMP_NUM_THREADS=1 python benchmarks/recipes.py --out /tmp/recipes --only dino mocov3
 """
 
@@ -27,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -89,6 +92,8 @@ def run(config: Path, out: Path, extra: list[str]) -> dict:
             f"{label(config)} printed no kNN report: add selfsup.eval.KNNReport to its callbacks."
         )
     knn = json.loads(report.read_text())
+    zeroshot = folder / "zeroshot_report.json"
+    zeroshot = json.loads(zeroshot.read_text()) if zeroshot.is_file() else None
     entropy = last_value(folder / "metrics.csv", "train/teacher_entropy")
     out_dim = ((yaml.safe_load((folder / "config.yaml").read_text())["model"].get("init_args")) or {}).get(
         "out_dim"
@@ -102,6 +107,9 @@ def run(config: Path, out: Path, extra: list[str]) -> dict:
         "entropy": entropy,
         "max_entropy": math.log(out_dim) if entropy is not None and out_dim else None,
         "warned": "TeacherCollapseWarning" in result.stderr,
+        "zeroshot": None
+        if zeroshot is None
+        else (100 * zeroshot["top1_init"], 100 * zeroshot["top1_trained"]),
         "wall": wall,
     }
 
@@ -114,15 +122,16 @@ def last_value(metrics: Path, name: str) -> float | None:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| config | steps | kNN top-1 % random init → trained | lift | final teacher entropy / log K | collapse warning | wall |",
-        "|---|---:|---|---:|---|---|---:|",
+        "| config | steps | kNN top-1 % random init → trained | lift | final teacher entropy / log K | collapse warning | zero-shot top-1 % | wall |",
+        "|---|---:|---|---:|---|---|---|---:|",
     ]
     for r in rows:
         entropy = "" if r["entropy"] is None else f"{r['entropy']:.3f} / {r['max_entropy']:.3f}"
         warned = "" if r["entropy"] is None else ("yes" if r["warned"] else "no")
+        zeroshot = "" if r["zeroshot"] is None else "{:.2f} → {:.2f}".format(*r["zeroshot"])
         lines.append(
             f"| `{r['config']}` | {r['steps']} | {r['init']:.2f} → {r['trained']:.2f} | "
-            f"{r['trained'] - r['init']:+.2f} | {entropy} | {warned} | {r['wall'] / 60:.1f} min |"
+            f"{r['trained'] - r['init']:+.2f} | {entropy} | {warned} | {zeroshot} | {r['wall'] / 60:.1f} min |"
         )
     return "\n".join(lines)
 
@@ -134,23 +143,32 @@ def main() -> None:
         "--only", nargs="*", default=None, help="configs whose path contains one of these (the quickstart "
         "still runs first where a chosen recipe trains from it)"
     )  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, help="recipes run at once (each its own process)")
+    parser.add_argument("--skip", nargs="*", default=[], help="configs whose path contains one of these")
     args = parser.parse_args()
     chosen = recipes()
     if args.only:
         chosen = [c for c in chosen if any(word in label(c) for word in args.only)]
         needs = {source_run(c) for c in chosen}
         chosen = [c for c in recipes() if c in chosen or run_name(c) in needs]
+    chosen = [c for c in chosen if not any(word in label(c) for word in args.skip)]
     args.out.mkdir(parents=True, exist_ok=True)
     done: dict[str, Path] = {}
-    rows = []
-    for config in chosen:
-        print(f"{label(config)} ...", flush=True)
-        row = run(config, args.out, teacher_override(config, done))
-        done[run_name(config)] = row["folder"]
-        rows.append(row)
-        print(table([row]).splitlines()[-1], flush=True)
+    rows: dict[Path, dict] = {}
+    sources = [c for c in chosen if any(source_run(other) == run_name(c) for other in chosen)]
+    # the recipes others train from first, then the rest, --jobs at a time
+    for batch in (sources, [c for c in chosen if c not in sources]):
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = {}
+            for config in batch:
+                print(f"{label(config)} ...", flush=True)
+                futures[config] = pool.submit(run, config, args.out, teacher_override(config, done))
+            for config, future in futures.items():
+                rows[config] = future.result()
+                done[run_name(config)] = rows[config]["folder"]
+                print(table([rows[config]]).splitlines()[-1], flush=True)
     print()
-    print(table(rows))
+    print(table([rows[c] for c in chosen]))
 
 
 if __name__ == "__main__":

@@ -75,18 +75,59 @@ def run_in_plain_timm(export_dir: Path, x: torch.Tensor, work: Path) -> tuple[to
     """Loads ``export_dir`` with ``timm.create_model("local-dir:...")`` in a fresh Python process
     that must not import selfsup, runs it on ``x``; returns its output and what it printed
     (class name, pooling, output shape)."""
-    inputs, outputs, script = work / "x.safetensors", work / "y.safetensors", work / "plain_timm.py"
-    save_file({"x": x}, inputs)
-    script.write_text(PLAIN_TIMM)
+    outputs, printed = run_script(PLAIN_TIMM, export_dir, {"x": x}, work, "plain_timm")
+    return outputs["features"], printed
+
+
+def run_script(
+    text: str, folder: Path, inputs: dict[str, torch.Tensor], work: Path, name: str
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Runs the script ``text`` in a fresh Python process as ``script FOLDER INPUTS OUTPUTS`` (both
+    safetensors files in ``work``); returns the tensors it saved and what it printed."""
+    paths = [work / f"{name}_in.safetensors", work / f"{name}_out.safetensors", work / f"{name}.py"]
+    save_file({k: v.contiguous() for k, v in inputs.items()}, paths[0])
+    paths[2].write_text(text)
     result = subprocess.run(
-        [sys.executable, str(script), str(export_dir), str(inputs), str(outputs)],
+        [sys.executable, str(paths[2]), str(folder), str(paths[0]), str(paths[1])],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=work,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return load_file(outputs)["features"], result.stdout
+    return load_file(paths[1]), result.stdout
+
+
+PLAIN_OPEN_CLIP = textwrap.dedent("""
+    import sys
+    import open_clip
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder, inputs, outputs = sys.argv[1:]
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    model.eval()
+    tensors = load_file(inputs)
+    tokens = tokenizer(["a photo of the number seven.", "a photo of the number one."])
+    with torch.no_grad():
+        image = model.encode_image(tensors["x"])
+        text = model.encode_text(torch.cat([tensors["tokens"], tokens]))
+    save_file({"image": image.contiguous(), "text": text.contiguous()}, outputs)
+    assert not any(name == "selfsup" or name.startswith("selfsup.") for name in sys.modules), "selfsup was imported"
+    print(type(model).__name__, tuple(image.shape), tuple(text.shape))
+""")
+
+
+def run_in_plain_open_clip(
+    folder: Path, x: torch.Tensor, tokens: torch.Tensor, work: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loads an open_clip export folder with ``open_clip.create_model_and_transforms("local-dir:...")``
+    and its tokenizer in a fresh Python process that must not import selfsup; returns its image
+    embeddings of ``x`` and text embeddings of ``tokens`` followed by two captions its own tokenizer
+    made ("a photo of the number seven.", "... one.")."""
+    embeddings, _ = run_script(PLAIN_OPEN_CLIP, folder, {"x": x, "tokens": tokens}, work, "plain_open_clip")
+    return embeddings["image"], embeddings["text"]
 
 
 # --- detection (issue 16) ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from selfsup.cli import run
+from selfsup.eval.retrieval import pair_embeddings, retrieval_metrics
 from selfsup.eval.zeroshot import zero_shot_accuracy
 from tests.helpers import REPO
 
@@ -48,6 +49,17 @@ def test_fast_dev_run_on_pair_sources(tmp_path, monkeypatch, source):
                *TINY, f"--data.init_args.source={source}", f"--data.init_args.root={root}",
                "--trainer.callbacks=[]", "--checkpoint.monitor=null"])  # fmt: skip
     assert cli.trainer.global_step == 1 and torch.isfinite(cli.trainer.logged_metrics["train/loss_step"])
+    if source == "csv":  # selfsup zeroshot on pair data reports retrieval on the held-out pairs
+        path = tmp_path / "clip.ckpt"
+        cli.trainer.save_checkpoint(path)
+        report = run(["zeroshot", str(path), "--data.val_root", root, "--out", str(tmp_path / "r")])
+        model = cli.model.eval()
+        image, text = pair_embeddings(model, cli.datamodule.pair_dataloader("train"), model.mean, model.std,
+                                      torch.device("cpu"))  # fmt: skip
+        assert report["pairs"] == 8
+        assert report == {**json.loads((tmp_path / "r" / "retrieval.json").read_text()), "pairs": 8}
+        for key, value in retrieval_metrics(image, text).items():
+            assert report[key] == pytest.approx(value), key
 
 
 def test_digits_config_then_zeroshot_command(tmp_path, monkeypatch, capsys):

@@ -1,7 +1,11 @@
 """``selfsup zeroshot CHECKPOINT [--data.source ...] [--classnames ...] [--templates ...]``: zero-shot
 classification of a labelled split by text, with a :class:`selfsup.CLIP` checkpoint's two towers
 (open_clip's zero-shot classifier builder, :mod:`selfsup.eval.zeroshot`). Writes a table to the
-terminal, ``zeroshot.json`` and ``zeroshot_confusion.png`` in the report folder."""
+terminal, ``zeroshot.json`` and ``zeroshot_confusion.png`` in the report folder.
+
+On image-caption pairs (``csv`` / ``jsonl`` / ``webdataset`` data, whose held-out split is
+``val_root``) and no ``--classnames``, it reports retrieval instead: image->text and text->image
+recall@1/5/10 and the median rank (:mod:`selfsup.eval.retrieval`), in a table and ``retrieval.json``."""
 
 from __future__ import annotations
 
@@ -18,8 +22,11 @@ from selfsup.arguments import CommandParser
 class ZeroShotData:
     """Data to classify; every field left unset comes from the checkpoint's own training data."""
 
-    source: Literal["digits", "folder", "cifar10", "cifar100", "stl10"] | None = None
+    source: (
+        Literal["digits", "folder", "cifar10", "cifar100", "stl10", "csv", "jsonl", "webdataset"] | None
+    ) = None
     root: str | None = None
+    val_root: str | None = None
     batch_size: int | None = None
     num_workers: int | None = None
     val_subset: int | None = None
@@ -73,11 +80,27 @@ def zeroshot(
     saved = {
         k: v
         for k, v in data_arguments(ckpt).items()
-        if k in ("source", "root", "batch_size", "num_workers", "classnames", "templates", "classes")
+        if k
+        in (
+            "source",
+            "root",
+            "val_root",
+            "image_key",
+            "caption_key",
+            "csv_separator",
+            "batch_size",
+            "num_workers",
+            "classnames",
+            "templates",
+            "classes",
+        )
     }
     saved.update({k: v for k, v in data.items() if v is not None})
     saved.update(image_size=model.image_size, context_length=model.context_length)
     datamodule = ImageTextDataModule(**saved)
+    folder = Path(out) if out else Path(checkpoint).resolve().parent.parent / "zeroshot"
+    if datamodule.paired and classnames is None:
+        return _retrieval(model, datamodule, split, checkpoint, folder, device)
     names = _lines(classnames) or datamodule.classnames
     prompts = _lines(templates) or datamodule.templates
     classifier = zero_shot_classifier(model, names, prompts, model.context_length, device)
@@ -86,7 +109,6 @@ def zeroshot(
     scores = {f"top{k}": v for k, v in topk_accuracy(logits, labels).items()}
     n = len(names)
     confusion = torch.bincount(labels.cpu() * n + logits.argmax(1).cpu(), minlength=n * n).reshape(n, n)
-    folder = Path(out) if out else Path(checkpoint).resolve().parent.parent / "zeroshot"
     folder.mkdir(parents=True, exist_ok=True)
     report = {"checkpoint": str(checkpoint), "split": split, "samples": len(labels), "classnames": names,
               "templates": prompts, **scores}  # fmt: skip
@@ -96,6 +118,30 @@ def zeroshot(
     for column in ("checkpoint", "top-1", "top-5"):
         table.add_column(column)
     table.add_row(Path(checkpoint).name, f"{scores['top1']:.1%}", f"{scores['top5']:.1%}")
+    Console().print(table)
+    print(f"report: {folder}")
+    return report
+
+
+def _retrieval(model, datamodule, split: str, checkpoint: str, folder: Path, device) -> dict:
+    """Image->text and text->image recall@1/5/10 on a split of image-caption pairs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from selfsup.eval.retrieval import RECALL_AT, pair_embeddings, retrieval_metrics
+
+    loader = datamodule.pair_dataloader(split)
+    image, text = pair_embeddings(model, loader, model.mean, model.std, device)
+    metrics = retrieval_metrics(image, text)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {"checkpoint": str(checkpoint), "split": split, "pairs": len(image), **metrics}
+    (folder / "retrieval.json").write_text(json.dumps(report, indent=2))
+    table = Table(title=f"retrieval on the {split} split ({len(image)} image-caption pairs)")
+    for column in ("direction", *(f"R@{k}" for k in RECALL_AT), "median rank"):
+        table.add_column(column)
+    for name in ("image_to_text", "text_to_image"):
+        recalls = (f"{metrics[f'{name}_R@{k}']:.1%}" for k in RECALL_AT)
+        table.add_row(name.replace("_to_", " -> "), *recalls, f"{metrics[f'{name}_median_rank']:.0f}")
     Console().print(table)
     print(f"report: {folder}")
     return report

@@ -22,6 +22,7 @@ from torch import nn
 from selfsup.contract import as_config
 from selfsup.heads.dino import DINOHead
 from selfsup.losses.dino import DINOLoss, teacher_temperature
+from selfsup.losses.koleo import KoLeoLoss
 from selfsup.methods.base import DEFAULT_ENCODER, PretrainModule
 from selfsup.optim import OptimConfig
 
@@ -115,6 +116,9 @@ class DINO(PretrainModule):
         freeze_last_layer: epochs during which the head's last layer gets no update (1).
         clip_grad: per-parameter gradient-norm clipping, as the reference's ``clip_gradients``
             (3.0; 0 turns it off).
+        koleo_weight: weight of DINOv2's KoLeo regulariser on the student's class tokens of each
+            global crop (:class:`~selfsup.losses.KoLeoLoss`). 0, DINO's, by default: small data needs it
+            (the digits recipe's class tokens otherwise converge to one point, BENCHMARKS.md).
         augment: the multi-crop views.
         optim: AdamW, base lr 5e-4 per 256 images, 10 warm-up epochs, cosine to 1e-6 / 5e-4 of the
             peak; weight decay cosine from 0.04 to 0.4; no decay on biases and norms.
@@ -142,6 +146,7 @@ class DINO(PretrainModule):
         center_momentum: float = 0.9,
         freeze_last_layer: int = 1,
         clip_grad: float = 3.0,
+        koleo_weight: float = 0.0,
         augment: DINOViews = DINOViews(),
         optim: OptimConfig = OptimConfig(
             base_lr=5e-4, weight_decay=0.04, weight_decay_end=0.4, warmup_epochs=10, min_lr_ratio=2e-3
@@ -158,10 +163,13 @@ class DINO(PretrainModule):
                 "DINO's local crops need an encoder built with dynamic_img_size=True (timm): pass the encoder "
                 "by name, or build the injected one with dynamic_img_size=True."
             )
-        if freeze_last_layer < 0 or clip_grad < 0:
+        if freeze_last_layer < 0 or clip_grad < 0 or koleo_weight < 0:
             raise ValueError(
-                f"freeze_last_layer and clip_grad must be >= 0, got {freeze_last_layer}, {clip_grad}."
+                f"freeze_last_layer, clip_grad and koleo_weight must be >= 0, got {freeze_last_layer}, "
+                f"{clip_grad}, {koleo_weight}."
             )
+        self.koleo_weight = float(koleo_weight)
+        self.koleo = KoLeoLoss()
         self.use_bn_in_head = use_bn_in_head
         self.head = DINOHead(
             self.encoder.num_features,
@@ -214,13 +222,20 @@ class DINO(PretrainModule):
         """Head outputs ``[B, K]`` per view, as DINO's ``MultiCropWrapper``: the encoder runs once per
         crop size, and the head once on every crop's features together (so a BatchNorm in the head
         normalises over global and local crops at once, as the reference's)."""
+        return self.student_head(self.student_features(views))
+
+    def student_features(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The student encoder's features ``[B, D]`` per view, one encoder pass per crop size."""
         features: list[torch.Tensor | None] = [None] * len(views)
         for size in dict.fromkeys(v.shape[-1] for v in views):
             index = [i for i, v in enumerate(views) if v.shape[-1] == size]
             out = self.features_of(self.encoder, torch.cat([views[i] for i in index]))
             for i, chunk in zip(index, out.chunk(len(index)), strict=True):
                 features[i] = chunk
-        return list(self.head(torch.cat(features)).chunk(len(views)))  # type: ignore[arg-type]
+        return features  # type: ignore[return-value]
+
+    def student_head(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(self.head(torch.cat(features)).chunk(len(features)))
 
     def features_of(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return encoder.forward_head(encoder.forward_features(images), pre_logits=True)
@@ -229,9 +244,15 @@ class DINO(PretrainModule):
         views, _ = batch
         with torch.no_grad():  # only the global crops reach the teacher
             teacher_out = self.teacher_head(self.features_of(self.teacher_encoder, torch.cat(views[:2])))
-        student_out = self.student_forward(views)
+        features = self.student_features(views)
+        student_out = self.student_head(features)
         temperature = self.teacher_temperature(self.current_epoch)
-        loss = self.guard(self.criterion(student_out, teacher_out, temperature))
+        loss = self.criterion(student_out, teacher_out, temperature)
+        extra = {}
+        if self.koleo_weight > 0:  # per global crop, on this process's rows, as DINOv2's
+            extra["koleo"] = sum(self.koleo(crop) for crop in features[:2])
+            loss = loss + self.koleo_weight * extra["koleo"]
+        loss = self.guard(loss)
         self.criterion.update_center(teacher_out)
         with torch.no_grad():
             probs = torch.softmax((teacher_out.float() - self.criterion.center) / temperature, dim=-1)
@@ -242,6 +263,7 @@ class DINO(PretrainModule):
             teacher_entropy=entropy,
             teacher_temperature=temperature,
             teacher_momentum=self.teacher_momentum(self.global_step),
+            **extra,
         )
         return {"loss": loss}
 

@@ -9,6 +9,7 @@ from selfsup.eval.zeroshot import zero_shot_accuracy
 from selfsup.export import write_export
 from selfsup.losses.siglip import SigLIPLoss
 from selfsup.optim import OptimConfig
+from tests.helpers import run_in_plain_open_clip
 
 TINY = {"img_size": 16, "patch_size": 4, "encoder_kwargs": {"depth": 2}}
 TEXT = {"embed_dim": 32, "text_width": 32, "text_layers": 1, "text_heads": 2, "context_length": 16}
@@ -92,6 +93,14 @@ def test_open_clip_export_reproduces_both_towers_and_zero_shot(tmp_path):
         assert (exported.encode_image(x) - model.encode_image(x)).abs().max() <= 1e-5
         assert (exported.encode_text(tokens) - model.encode_text(tokens)).abs().max() <= 1e-5
         assert exported.logit_bias.item() == model.criterion.logit_bias.item()
+    # and in a process that never imports selfsup
+    work = tmp_path / "plain"
+    work.mkdir()
+    image, text = run_in_plain_open_clip(folder, x, tokens, work)
+    captions = open_clip.tokenize(["a photo of the number seven.", "a photo of the number one."], 16)
+    with torch.no_grad():
+        assert (image - model.encode_image(x)).abs().max() <= 1e-5
+        assert (text - model.encode_text(torch.cat([tokens, captions]))).abs().max() <= 1e-5
     data = digits()
     scores = [
         zero_shot_accuracy(

@@ -1,10 +1,15 @@
-"""Zero-shot top-1 on the held-out digits of CLIP from scratch and of LiT (locked image tower), and the
-CLIP step time relative to SimCLR's, on the CPU.
+"""Zero-shot top-1 on a held-out split of CLIP from scratch and of LiT (locked image tower), and the
+CLIP step time relative to SimCLR's, on the CPU: on the digits, or on a CIFAR-10 subset (an
+ImageFolder, captions from templates).
 
-    python benchmarks/clip_digits.py --seeds 0 1 2 --epochs 6 [--lit_from runs/quickstart/version_0/export]
+    python benchmarks/clip_zero_shot.py --seeds 0 1 2 --epochs 6 [--lit_from runs/quickstart/version_0/export]
+    python benchmarks/clip_zero_shot.py --data cifar10 --root ../shared/data/cifar10 --train_subset 4000 \
+        --val_subset 1000 --image_size 32 --depth 4 --epochs 10 --simclr_epochs 20 --seeds 0 1 --no_random_lit
 
-LiT runs twice: on a random-initialised export (what the test suite checks) and, with ``--lit_from``,
-on a SimCLR export (``selfsup fit -c configs/quickstart.yaml`` then ``selfsup export``).
+LiT runs on a random-initialised export (what the test suite checks) and on a SimCLR export: the one
+``--lit_from`` names (``selfsup fit -c configs/quickstart.yaml`` then ``selfsup export``), or, with
+``--simclr_epochs N``, one this script trains for N epochs on the same training split (seeded like
+the rest) and exports. CLIP and LiT take equal steps.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from selfsup.eval.zeroshot import zero_shot_accuracy
 from selfsup.export import write_export
 from selfsup.optim import OptimConfig
 
-TINY = {"img_size": 16, "patch_size": 4}
+TINY = {"img_size": 16, "patch_size": 4}  # img_size follows --image_size
 TEXT = {"embed_dim": 64, "text_width": 64, "text_layers": 2, "text_heads": 2, "context_length": 16}
 
 
@@ -32,8 +37,20 @@ def clip_model(depth: int, lr: float = 5e-4, **kwargs) -> CLIP:
     )
 
 
+DATA: dict = {"source": "digits", "image_size": 16}
+
+
 def digits(batch_size: int = 128) -> ImageTextDataModule:
-    return ImageTextDataModule(image_size=16, batch_size=batch_size, num_workers=0, context_length=16)
+    """The chosen data (``DATA``: the digits unless ``--data`` says otherwise), with captions."""
+    return ImageTextDataModule(**DATA, batch_size=batch_size, num_workers=0, context_length=16)
+
+
+def simclr_export(depth: int, epochs: int, folder: str) -> str:
+    """A SimCLR encoder trained for ``epochs`` on the chosen data's training split, exported."""
+    data = {k: v for k, v in DATA.items() if k != "templates"}
+    model = SimCLR("vit_tiny_patch16_224", **TINY, encoder_kwargs={"depth": depth}, projection_hidden_dim=512)
+    fit(model, ImageDataModule(**data, batch_size=128, num_workers=0), epochs)
+    return str(write_export(folder, model.encoder, "t", model.mean, model.std, {"method": "simclr"}))
 
 
 def fit(model, data, epochs: int) -> float:
@@ -62,8 +79,18 @@ def main() -> None:
     parser.add_argument("--no_clip", action="store_true", help="skip CLIP from scratch")
     parser.add_argument("--no_random_lit", action="store_true", help="skip LiT on a random tower")
     parser.add_argument("--timing", action="store_true", help="also time SimCLR's step")
+    parser.add_argument("--data", choices=["digits", "cifar10"], default="digits")
+    parser.add_argument("--root", default=None, help="the CIFAR-10 ImageFolder (train/, test/ or val/)")
+    parser.add_argument("--train_subset", type=int, default=None)
+    parser.add_argument("--val_subset", type=int, default=None)
+    parser.add_argument("--image_size", type=int, default=16)
+    parser.add_argument("--simclr_epochs", type=int, default=0, help="train the LiT tower here (SimCLR)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    TINY["img_size"] = args.image_size
+    DATA.update(image_size=args.image_size, train_subset=args.train_subset, val_subset=args.val_subset)
+    if args.data == "cifar10":
+        DATA.update(source="folder", root=args.root, templates=["a photo of a {}."])
     rows = []
     for seed in args.seeds:
         if not args.no_clip:
@@ -81,7 +108,11 @@ def main() -> None:
             start = write_export(
                 f"{tmp}/start", source.encoder, "t", source.mean, source.std, {"method": "clip"}
             )
-            for name, init in (("lit_random", start), ("lit_simclr", args.lit_from)):
+            lit_from = args.lit_from
+            if args.simclr_epochs:
+                L.seed_everything(seed)
+                lit_from = simclr_export(args.depth, args.simclr_epochs, f"{tmp}/simclr")
+            for name, init in (("lit_random", start), ("lit_simclr", lit_from)):
                 if init is None or (name == "lit_random" and args.no_random_lit):
                     continue
                 L.seed_everything(seed)
@@ -99,9 +130,8 @@ def main() -> None:
         simclr = SimCLR(
             "vit_tiny_patch16_224", **TINY, encoder_kwargs={"depth": args.depth}, projection_hidden_dim=512
         )
-        step = fit(
-            simclr, ImageDataModule("digits", image_size=16, batch_size=128, num_workers=0), args.epochs
-        )
+        data = {k: v for k, v in DATA.items() if k != "templates"}
+        step = fit(simclr, ImageDataModule(**data, batch_size=128, num_workers=0), args.epochs)
         clip_steps = [r[4] for r in rows if r[0] == "clip"]
         print(
             f"simclr {step * 1000:.0f} ms/step; clip {sum(clip_steps) / len(clip_steps) * 1000:.0f} ms/step "
