@@ -132,7 +132,6 @@ def learn(seed: int, lit_from: str | None = None, lr: float = 5e-4) -> tuple[flo
     return before, top1(), model
 
 
-@pytest.mark.slow  # about 30 s on 2 shared cores: over the file's budget; `pytest -m slow` runs it
 def test_clip_and_lit_learn_zero_shot_digits(tmp_path):
     """CLIP from scratch, then LiT: a new text tower against CLIP's image tower, locked (exported and
     read back through init_from). Chance is 10 %. Measured on 2 shared CPU cores (2026-12-02, seeds
