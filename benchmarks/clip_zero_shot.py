@@ -45,11 +45,16 @@ def digits(batch_size: int = 128) -> ImageTextDataModule:
     return ImageTextDataModule(**DATA, batch_size=batch_size, num_workers=0, context_length=16)
 
 
+def images_only() -> ImageDataModule:
+    """The chosen data without captions, for SimCLR."""
+    data = {k: v for k, v in DATA.items() if k != "templates"}
+    return ImageDataModule(**data, batch_size=128, num_workers=0)
+
+
 def simclr_export(depth: int, epochs: int, folder: str) -> str:
     """A SimCLR encoder trained for ``epochs`` on the chosen data's training split, exported."""
-    data = {k: v for k, v in DATA.items() if k != "templates"}
     model = SimCLR("vit_tiny_patch16_224", **TINY, encoder_kwargs={"depth": depth}, projection_hidden_dim=512)
-    fit(model, ImageDataModule(**data, batch_size=128, num_workers=0), epochs)
+    fit(model, images_only(), epochs)
     return str(write_export(folder, model.encoder, "t", model.mean, model.std, {"method": "simclr"}))
 
 
@@ -130,8 +135,7 @@ def main() -> None:
         simclr = SimCLR(
             "vit_tiny_patch16_224", **TINY, encoder_kwargs={"depth": args.depth}, projection_hidden_dim=512
         )
-        data = {k: v for k, v in DATA.items() if k != "templates"}
-        step = fit(simclr, ImageDataModule(**data, batch_size=128, num_workers=0), args.epochs)
+        step = fit(simclr, images_only(), args.epochs)
         clip_steps = [r[4] for r in rows if r[0] == "clip"]
         print(
             f"simclr {step * 1000:.0f} ms/step; clip {sum(clip_steps) / len(clip_steps) * 1000:.0f} ms/step "

@@ -31,6 +31,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -63,10 +65,9 @@ def run(config: Path, label: str, overrides: list[str], out: Path, knn_every: in
                 entropy.append((int(row["step"]), float(row["train/teacher_entropy"])))
             if row.get("val/knn_top1"):
                 knn_curve.append((int(row["epoch"]) + 1, 100 * float(row["val/knn_top1"])))
-    out_dim = 1024
-    for i, arg in enumerate(overrides):
-        if arg.endswith("out_dim"):
-            out_dim = int(overrides[i + 1])
+    # the run's own record of its arguments (the config plus the overrides)
+    model_args = yaml.safe_load((folder / "config.yaml").read_text())["model"].get("init_args") or {}
+    out_dim = model_args.get("out_dim")
     return {
         "label": label,
         "overrides": " ".join(overrides),
@@ -75,7 +76,7 @@ def run(config: Path, label: str, overrides: list[str], out: Path, knn_every: in
         "steps": knn["steps"],
         "entropy": entropy,
         "knn": [(0, 100 * knn["top1_init"]), *knn_curve],
-        "max_entropy": math.log(out_dim),
+        "max_entropy": math.log(out_dim) if out_dim else None,
         "warned": "TeacherCollapseWarning" in result.stderr,
         "wall": wall,
         "cosine": class_token_cosine(folder),

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from selfsup.eval.zeroshot import uint8_normalizer
+
 RECALL_AT = (1, 5, 10)
 
 
@@ -65,11 +67,9 @@ def pair_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised ``(image [N, D], text [N, D])`` embeddings of a loader of ``(uint8 images, tokens)``
     pairs, with a model that has open_clip's ``encode_image`` / ``encode_text``."""
-    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
-    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+    normalize = uint8_normalizer(mean, std, device)
     images, texts = [], []
     for batch_images, tokens in loader:
-        x = (batch_images.to(device).float() - mean_t) / std_t
-        images.append(model.encode_image(x, normalize=True).float())
+        images.append(model.encode_image(normalize(batch_images), normalize=True).float())
         texts.append(model.encode_text(tokens.to(device), normalize=True).float())
     return torch.cat(images), torch.cat(texts)

@@ -28,6 +28,13 @@ def zero_shot_classifier(
     return build_zero_shot_classifier(model, tokenizer, list(classnames), list(templates), device=device)
 
 
+def uint8_normalizer(mean: Sequence[float], std: Sequence[float], device: torch.device):
+    """``uint8 [B, C, H, W]`` → float images on ``device``, normalised with ``mean`` / ``std`` (0-1 scale)."""
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+    return lambda images: (images.to(device).float() - mean_t) / std_t
+
+
 @torch.no_grad()
 def zero_shot_predictions(
     model: Any,
@@ -38,12 +45,10 @@ def zero_shot_predictions(
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits [N, classes], labels [N])`` over a loader of ``(uint8 images, labels)`` batches."""
-    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
-    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+    normalize = uint8_normalizer(mean, std, device)
     logits, labels = [], []
     for images, batch_labels in loader:
-        images = (images.to(device).float() - mean_t) / std_t
-        logits.append(model.encode_image(images, normalize=True).float() @ classifier.float())
+        logits.append(model.encode_image(normalize(images), normalize=True).float() @ classifier.float())
         labels.append(batch_labels.to(device))
     return torch.cat(logits), torch.cat(labels)
 
