@@ -52,10 +52,16 @@ def run(config: Path, label: str, overrides: list[str], out: Path, knn_every: in
     wall = time.perf_counter() - start
     save_dir.mkdir(parents=True, exist_ok=True)
     (save_dir / "run.log").write_text(result.stdout + result.stderr)
-    if result.returncode != 0:
-        raise SystemExit(
-            f"{label} failed (exit {result.returncode}); its output is in {save_dir / 'run.log'}."
+    if result.returncode != 0:  # one bad setting costs its own row, not the sweep's other runs
+        print(
+            f"{label} failed (exit {result.returncode}); its output is in {save_dir / 'run.log'}.", flush=True
         )
+        return {"label": label, "overrides": " ".join(overrides), "failed": str(save_dir / "run.log")}
+    return summarise(save_dir, label, overrides, wall, warned="TeacherCollapseWarning" in result.stderr)
+
+
+def summarise(save_dir: Path, label: str, overrides: list[str], wall: float, warned: bool) -> dict:
+    """The row of a finished run, read from its newest ``version_*`` folder under ``save_dir``."""
     folder = max(save_dir.glob("*/version_*"), key=lambda p: p.stat().st_mtime)
     knn = json.loads((folder / "knn_report.json").read_text())
     entropy, knn_curve = [], []
@@ -77,7 +83,7 @@ def run(config: Path, label: str, overrides: list[str], out: Path, knn_every: in
         "entropy": entropy,
         "knn": [(0, 100 * knn["top1_init"]), *knn_curve],
         "max_entropy": math.log(out_dim) if out_dim else None,
-        "warned": "TeacherCollapseWarning" in result.stderr,
+        "warned": warned,
         "wall": wall,
         "cosine": class_token_cosine(folder),
     }
@@ -110,6 +116,11 @@ def table(rows: list[dict]) -> str:
         "|---|---|---:|---|---|---:|---:|",
     ]
     for r in rows:
+        if "failed" in r:
+            lines.append(
+                f"| {r['label']} | `{r['overrides'] or '(none)'}` | failed: see {r['failed']} | | | | |"
+            )
+            continue
         values = [e for _, e in r["entropy"]]
         best = max(k for _, k in r["knn"])
         entropy = (
@@ -131,6 +142,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, (ax_e, ax_k) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in rows:
+        if "failed" in r:
+            continue
         if r["entropy"]:
             steps, values = zip(*r["entropy"], strict=True)
             ax_e.plot(steps, [v / r["max_entropy"] for v in values], label=r["label"])

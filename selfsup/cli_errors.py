@@ -37,6 +37,9 @@ def parser_error(err: Exception) -> str:
         close = difflib.get_close_matches(option, _top_level_options(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return f"unrecognized option '{option}'.{hint} `selfsup fit --help` lists the options."
+    wrong = _wrong_type(text, klass.group(1) if klass else None)
+    if wrong:
+        return wrong
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     useful = [
         line
@@ -44,6 +47,49 @@ def parser_error(err: Exception) -> str:
         if not line.startswith(("Subtypes:", "Errors:", "Given value type", "- Expected a"))
     ]
     return " ".join(useful[:4]) if useful else text
+
+
+def _wrong_type(text: str, class_path: str | None) -> str | None:
+    """A value of the wrong type: the key's full name, the types it takes and the value given, from
+    the innermost ``Parser key`` block of jsonargparse's error (which nests one block per union it
+    tried). A ``null`` given to a nested field on the command line reaches jsonargparse as the string
+    'None', which no ``float | None`` accepts: the message then says how to write it."""
+    import re
+
+    lines = text.splitlines()
+    keys = [
+        (i, m.group(1)) for i, line in enumerate(lines) if (m := re.search(r'Parser key "([^"]+)"', line))
+    ]
+    if not keys:
+        return None
+    start, key = keys[-1]
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+            break
+        block.append(line)
+    body = "\n".join(block)
+    expected = list(dict.fromkeys(re.findall(r"Expected a <class '([\w.]+)'>", body)))
+    subtypes = re.search(r"Subtypes: \[(.*)\]", body)
+    if subtypes:
+        expected = re.findall(r"<class '([\w.]+)'>", subtypes.group(1))
+    given = re.search(r"(?:Got value|Given value): (.*)", body)
+    if not expected or not given:
+        return None
+    names = ["null" if t == "NoneType" else t.rsplit(".", 1)[-1] for t in expected]
+    value = given.group(1).strip()
+    shown = "null" if value == "None" else repr(value)
+    section = keys[0][1]
+    name = f"{section}.init_args.{key}" if class_path and len(keys) > 1 else key
+    if value == "None" and "null" in names and "." in name:
+        parent, leaf = name.rsplit(".", 1)
+        return (
+            f"{name}: null on the command line reaches this nested field as the text 'None', which it "
+            f"({' or '.join(names)}) does not take. Write --{parent} '{{{leaf}: null}}' instead, or set it "
+            "in a config file."
+        )
+    return f"{name}: expected {' or '.join(names)}, got {shown}."
 
 
 def _top_level_options() -> list[str]:

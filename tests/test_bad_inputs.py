@@ -8,6 +8,7 @@ incomplete exports, class counts, strategies) live there only and are not repeat
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from selfsup import ImageDataModule
@@ -111,6 +112,51 @@ def test_a_misspelt_trainer_or_checkpoint_key_gets_a_suggestion(
     with pytest.raises(SystemExit):
         main(["fit", "-c", str(REPO / "configs/quickstart.yaml"), "-c", str(tmp_path / "bad.yaml")])
     assert "Did you mean '--trainer.max_steps'?" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--model.init_args.optim.base_lr=abc", "model.init_args.optim.base_lr: expected float, got 'abc'."),
+        ("--model.init_args.temperature=abc", "model.init_args.temperature: expected float, got 'abc'."),
+        ("--data.init_args.batch_size=abc", "data.init_args.batch_size: expected int, got 'abc'."),
+        ("--trainer.max_epochs=abc", "trainer.max_epochs: expected int or null, got 'abc'."),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_the_type_and_the_value(
+    tmp_path, monkeypatch, capsys, option, message
+):
+    """jsonargparse nests one block per union it tried; the innermost holds what the user needs
+    (before, the line ended at 'Parser key "optim.base_lr":' with neither type nor value)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(REPO / "configs/quickstart.yaml"), option])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"selfsup: error: {message}"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_null_for_a_nested_field_on_the_command_line_gets_the_spelling_that_works(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs/dino/digits.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", config, "--model.init_args.optim.weight_decay_end=null"])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    fix = "--model.init_args.optim '{weight_decay_end: null}'"
+    assert last.startswith("selfsup: error: model.init_args.optim.weight_decay_end: null on the command line")
+    assert f"Write {fix} instead" in last
+    # the spelling it gives parses, and keeps the config's other optimiser settings
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", config, "--model.init_args.optim", "{weight_decay_end: null}", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["optim"]
+    assert (
+        printed["weight_decay_end"] is None and printed["base_lr"] == 1e-3 and printed["weight_decay"] == 0.04
+    )
     assert not (tmp_path / "runs").exists()
 
 

@@ -133,7 +133,7 @@ def test_grayscale_blur_and_solarize_equal_torchvision():
 def test_uint8_input_and_normalisation():
     config = dataclasses.replace(EVERYTHING, size=16)
     x = images(16)
-    p = sample_view_params(16, (16, 16), config)
+    p = sample_view_params(16, (16, 16), config, torch.Generator().manual_seed(0))
     from_uint8 = apply_view(x, p, config, MEAN, STD)
     unit = apply_view(x.float() / 255, p, config, ZERO, ONE)
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
@@ -142,16 +142,20 @@ def test_uint8_input_and_normalisation():
 
 
 def test_half_precision_outputs_stay_close():
+    """Over 300 seeded draws of these parameters (2026-12-02) the float16 computation's largest error
+    was 0.97 / 255 at the median, 2.16 / 255 at the 99th percentile and 2.80 / 255 at worst; the bound
+    is 3 / 255. (The draw used the global generator before, so the test's outcome depended on which
+    tests ran first in its worker: 4 of the 300 draws exceed the 2 / 255 it had.)"""
     config = dataclasses.replace(EVERYTHING, size=16)
     x = images(16)
-    p = sample_view_params(16, (16, 16), config)
+    p = sample_view_params(16, (16, 16), config, torch.Generator().manual_seed(0))
     exact = apply_view(x, p, config, ZERO, ONE)
     bf16 = apply_view(x, p, config, ZERO, ONE, out_dtype=torch.bfloat16)
     assert bf16.dtype == torch.bfloat16
     torch.testing.assert_close(bf16.float(), exact, atol=4e-3, rtol=0)  # bf16 rounding of [0, 1]
     fp16 = apply_view(x, p, config, ZERO, ONE, compute_dtype=torch.float16)
     assert fp16.dtype == torch.float32
-    assert (fp16 - exact).abs().max() < 2 / 255
+    assert (fp16 - exact).abs().max() < 3 / 255
 
 
 def test_views_and_samples_differ_and_seeds_reproduce():
