@@ -36,8 +36,14 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_folder(out: Path, label: str) -> Path:
+    """A setting's folder under the sweep's: its label with every other character than letters and
+    digits replaced by ``_``."""
+    return out / "".join(c if c.isalnum() else "_" for c in label)
+
+
 def run(config: Path, label: str, overrides: list[str], out: Path, knn_every: int) -> dict:
-    save_dir = out / "".join(c if c.isalnum() else "_" for c in label)
+    save_dir = run_folder(out, label)
     command = [
         sys.executable, "-m", "selfsup", "fit", "-c", str(config),
         "--trainer.logger.init_args.save_dir", str(save_dir),
@@ -180,8 +186,9 @@ def main() -> None:
         for path in args.collect:
             for row in json.loads(path.read_text()):
                 if "cosine" not in row:  # a sweep from before the column: its run folder beside the json
-                    save_dir = path.parent / "".join(c if c.isalnum() else "_" for c in row["label"])
-                    row["cosine"] = class_token_cosine(next(save_dir.glob("*/version_*")))
+                    row["cosine"] = class_token_cosine(
+                        next(run_folder(path.parent, row["label"]).glob("*/version_*"))
+                    )
                 rows.append(row)
         if args.only:
             by_label = {row["label"]: row for row in rows}
