@@ -14,7 +14,10 @@ gradient clipping, the last layers frozen during the first epoch), ``dinov2/mode
 ``sinkhorn_knopp``), ``dinov2/data/masking.py`` and ``collate.py`` (``selfsup.encoders.block_masking``)
 and ``dinov2/configs/ssl_default_config.yaml`` (the defaults).
 Optional (``gram_weight``): DINOv3's Gram anchoring, facebookresearch/dinov3 ``dinov3/loss/gram_loss.py``
-and ``dinov3/train/ssl_meta_arch.py`` (``selfsup.losses.GramLoss``).
+(``selfsup.losses.GramLoss``), ``dinov3/train/ssl_meta_arch.py`` (the student's patch tokens of the
+global crops against a Gram teacher's: the EMA teacher, ``gram.ema_teacher``, or a frozen copy of it,
+``gram_load_ema_teacher`` and ``update_gram``) and ``dinov3/train/train.py`` (the copy taken at one
+iteration, then refreshed every ``update_frequency`` iterations, at most ``max_updates`` times).
 
 Departures: the encoder is timm's ``VisionTransformer`` (register tokens ``reg_tokens``, layer scale
 ``init_values``; timm's drop-path rate grows with depth where dinov2's ``drop_path_uniform`` keeps it
@@ -23,13 +26,18 @@ scales 4e-3 per 1024 images by the square root); the teacher temperature warms u
 DINO here) rather than per iteration; position embeddings, class, register and mask tokens get no
 weight decay (selfsup's rule; dinov2 decays all but biases, norms and layer scales); the last layers'
 gradients are dropped during the frozen epoch (DINO's way) where dinov2 sets their learning rate to 0.
+The Gram teacher sees the student's global crops (dinov3 gives it crops of its own, at a higher
+resolution, and resizes its patch features to the student's grid); the Gram term is off before
+``gram_start_step`` (dinov3 reaches that with a weight schedule or by starting from a checkpoint).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from selfsup.contract import as_config
@@ -67,10 +75,18 @@ class DINOv2(DINO):
         centering: the teacher's ``softmax`` centring (an EMA of its outputs, as DINO) or ``sinkhorn``
             (Sinkhorn-Knopp, 3 iterations over the batch of every process), for both heads.
         gram_weight: DINOv3's Gram anchoring (``selfsup.losses.GramLoss``): this weight times the
-            mean squared difference between the student's and the teacher's patch-similarity
-            matrices of each global crop (0: off, the default). The teacher is the EMA teacher
-            (dinov3's ``gram.ema_teacher``), not a snapshot refreshed every N steps, and the matrices
-            are per image (dinov3 defaults to one over the batch).
+            mean squared difference between the student's and the Gram teacher's patch-similarity
+            matrices of each global crop (0: off, the default). The matrices are per image
+            (dinov3's ``img_level``, as its Gram-anchoring configs; its default is one over the batch).
+        gram_teacher: ``ema``: the EMA teacher itself (dinov3's ``gram.ema_teacher``); ``snapshot``:
+            a frozen copy of the EMA teacher's encoder taken at ``gram_start_step`` (an earlier
+            teacher, as DINOv3's Gram anchoring), saved in checkpoints, never exported.
+        gram_start_step: the optimiser step from which the Gram term counts (and, for ``snapshot``,
+            at which the copy is taken); 0: from the first.
+        gram_refresh_every: for ``snapshot``, copy the EMA teacher again every this many steps after
+            ``gram_start_step`` (dinov3's ``update_frequency``; 0: never).
+        gram_max_refreshes: at most this many refreshes after the first copy (``max_updates``;
+            None: no limit).
         teacher_momentum: the EMA momentum at the first step (0.992), a cosine to 1 at the last.
         teacher_temperature, warmup_teacher_temperature, warmup_teacher_temperature_epochs,
             student_temperature, center_momentum: as DINO (0.07, from 0.04 over 30 epochs; 0.1; 0.9).
@@ -111,6 +127,10 @@ class DINOv2(DINO):
         mask_min_aspect: float = 0.3,
         centering: Literal["softmax", "sinkhorn"] = "softmax",
         gram_weight: float = 0.0,
+        gram_teacher: Literal["ema", "snapshot"] = "ema",
+        gram_start_step: int = 0,
+        gram_refresh_every: int = 0,
+        gram_max_refreshes: int | None = None,
         teacher_momentum: float = 0.992,
         teacher_temperature: float = 0.07,
         warmup_teacher_temperature: float = 0.04,
@@ -138,6 +158,9 @@ class DINOv2(DINO):
             raise ValueError(
                 f"loss weights must be >= 0, got {dino_weight}, {ibot_weight}, {koleo_weight}, {gram_weight}."
             )
+        check_gram_arguments(
+            gram_weight, gram_teacher, gram_start_step, gram_refresh_every, gram_max_refreshes
+        )
         views = as_config(DINOViews, augment)
         super().__init__(
             encoder, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
@@ -164,6 +187,10 @@ class DINOv2(DINO):
         self.gram = GramLoss()
         self.weights = (float(dino_weight), float(ibot_weight), float(koleo_weight))
         self.gram_weight = float(gram_weight)
+        self.gram_schedule = (int(gram_start_step), int(gram_refresh_every), gram_max_refreshes)
+        self.gram_encoder: nn.Module | None = None
+        if gram_weight > 0 and gram_teacher == "snapshot":
+            self.gram_encoder = copy.deepcopy(self.teacher_encoder).requires_grad_(False)
         # with the iBOT term off no crop is masked (dinov2's do_ibot = False)
         self.mask_config = (float(mask_probability) if ibot_weight > 0 else 0.0,
                             (float(mask_ratio[0]), float(mask_ratio[1])), int(mask_min_patches),
@@ -177,6 +204,8 @@ class DINOv2(DINO):
         super().train(mode)
         if mode and self.ibot_head is not None:
             self.teacher_ibot_head.train(self.use_bn_in_head)  # batch statistics, as DINO's teacher head
+        if mode and self.gram_encoder is not None:
+            self.gram_encoder.eval()
         return self
 
     def no_weight_decay_names(self) -> set[str]:
@@ -256,8 +285,10 @@ class DINOv2(DINO):
         koleo = sum(self.koleo(crop) for crop in s_cls.chunk(2)) if koleo_weight > 0 else s_cls.new_zeros(())
         loss = dino_weight * dino + ibot_weight * ibot + koleo_weight * koleo
         extra = {}
-        if self.gram_weight > 0:
-            extra["gram_loss"] = self.gram(tokens[:, prefix:], t_tokens[:, prefix:])
+        if self.gram_weight > 0 and self.global_step >= self.gram_schedule[0]:
+            extra["gram_loss"] = self.gram(
+                tokens[:, prefix:], self.gram_targets(global_crops, t_tokens)[:, prefix:]
+            )
             loss = loss + self.gram_weight * extra["gram_loss"]
         loss = self.guard(loss)
         if self.centering == "softmax":
@@ -278,6 +309,39 @@ class DINOv2(DINO):
             **extra,
         )
         return {"loss": loss}
+
+    # --- Gram anchoring ----------------------------------------------------------------------------
+
+    def gram_refresh_due(self, step: int) -> bool:
+        """Whether the snapshot Gram teacher is (re)taken before optimiser step ``step``: at
+        ``gram_start_step``, then every ``gram_refresh_every`` steps, at most ``gram_max_refreshes``
+        times (host integers: no device sync)."""
+        start, every, most = self.gram_schedule
+        since = step - start
+        if since == 0:
+            return True
+        if since < 0 or every <= 0 or since % every:
+            return False
+        return most is None or since // every <= most
+
+    @torch.no_grad()
+    def gram_targets(self, global_crops: torch.Tensor, teacher_tokens: torch.Tensor) -> torch.Tensor:
+        """The Gram teacher's tokens of the global crops: the EMA teacher's (already computed), or
+        the snapshot's, which is first copied from the EMA teacher when :meth:`gram_refresh_due`."""
+        if self.gram_encoder is None:
+            return teacher_tokens
+        if self.gram_refresh_due(self.global_step):
+            # parameters and buffers one by one (as the EMA update): under FSDP each process copies
+            # its own shard, where a state_dict would gather whole tensors
+            pairs = zip(
+                [*self.gram_encoder.parameters(), *self.gram_encoder.buffers()],
+                [*self.teacher_encoder.parameters(), *self.teacher_encoder.buffers()],
+                strict=True,
+            )
+            for target, source in pairs:
+                target.copy_(source)
+            rank_zero_info(f"Gram anchoring: the Gram teacher is the EMA teacher of step {self.global_step}.")
+        return self.gram_encoder.forward_features(global_crops)
 
     def clip_gradients_per_module(self) -> None:
         """dinov2's clipping: each student module's gradient (the encoder with the mask token, the
@@ -300,3 +364,23 @@ class DINOv2(DINO):
             for p in self.ibot_head.last_layer_parameters():
                 p.grad = None
         super().on_before_optimizer_step(optimizer)
+
+
+def check_gram_arguments(weight: float, teacher: str, start: int, every: int, most: int | None) -> None:
+    """Clear errors for Gram-anchoring arguments that would be ignored or cannot work."""
+    if teacher not in ("ema", "snapshot"):
+        raise ValueError(f"gram_teacher must be 'ema' or 'snapshot', got {teacher!r}.")
+    if start < 0 or every < 0 or (most is not None and most < 0):
+        raise ValueError(
+            f"gram_start_step, gram_refresh_every and gram_max_refreshes must be >= 0, got {start}, {every}, {most}."
+        )
+    if weight == 0 and (teacher == "snapshot" or start or every):
+        raise ValueError(
+            "the Gram teacher's settings (gram_teacher, gram_start_step, gram_refresh_every) take effect only "
+            "with Gram anchoring on: set gram_weight > 0 (DINOv3 uses 1.0), or leave them at their defaults."
+        )
+    if every and teacher != "snapshot":
+        raise ValueError(
+            "gram_refresh_every refreshes a snapshot Gram teacher: set gram_teacher: snapshot (the EMA "
+            "teacher needs no refresh)."
+        )

@@ -201,6 +201,60 @@ def test_gram_anchoring_adds_its_weighted_term_on_the_global_crops_patches():
     torch.testing.assert_close(losses[1] - losses[0], 0.5 * gram, rtol=1e-4, atol=1e-7)
 
 
+def test_snapshot_gram_teacher_is_an_earlier_ema_teacher_taken_and_refreshed_on_schedule(monkeypatch):
+    """DINOv3's Gram teacher: a frozen copy of the EMA teacher taken at ``gram_start_step`` (2), then
+    refreshed every ``gram_refresh_every`` (3) steps at most ``gram_max_refreshes`` (1) times: copies
+    before steps 2 and 5 only. The term is off before step 2, and after it equals ``GramLoss`` of the
+    student's patch tokens against the snapshot's (not the moving EMA teacher's)."""
+    step = {"now": 0}
+    monkeypatch.setattr(DINOv2, "global_step", property(lambda self: step["now"]))
+    model = tiny(gram_weight=1.0, gram_teacher="snapshot", gram_start_step=2, gram_refresh_every=3,
+                 gram_max_refreshes=1)  # fmt: skip
+    assert [s for s in range(20) if model.gram_refresh_due(s)] == [2, 5]
+    logged = []
+    model.log_step = lambda loss, batch_size, **extra: logged.append(extra)
+    views, masks = fixed_batch(model), fixed_masks()
+    with_masks(model, masks)
+    globals_, prefix = torch.cat(views[:2]), model.encoder.num_prefix_tokens
+    taken = {}
+    for now in range(8):
+        step["now"] = now
+        with torch.no_grad():  # the EMA teacher moves between steps, as training would move it
+            for p in model.teacher_encoder.parameters():
+                p.add_(0.01 * (now + 1))
+        teacher = [p.clone() for p in model.teacher_encoder.parameters()]
+        model.training_step((views, None), 0)
+        if now < 2:
+            assert "gram_loss" not in logged[-1]
+            continue
+        same = all(torch.equal(a, b) for a, b in zip(model.gram_encoder.parameters(), teacher, strict=True))
+        assert same == (now in (2, 5)), now
+        if same:
+            taken[now] = teacher
+        latest = taken[max(taken)]
+        assert all(torch.equal(a, b) for a, b in zip(model.gram_encoder.parameters(), latest, strict=True))
+        with torch.no_grad():
+            expected = GramLoss()(model.masked_forward(globals_, masks)[:, prefix:],
+                                  model.gram_encoder.forward_features(globals_)[:, prefix:])  # fmt: skip
+        torch.testing.assert_close(logged[-1]["gram_loss"], expected)
+    assert not any(p.requires_grad for p in model.gram_encoder.parameters())
+    assert any(k.startswith("gram_encoder.") for k in model.state_dict())  # resumes with its snapshot
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"gram_teacher": "snapshot"}, "gram_weight > 0"),
+        ({"gram_weight": 1.0, "gram_refresh_every": 10}, "gram_teacher: snapshot"),
+        ({"gram_weight": 1.0, "gram_teacher": "old"}, "'ema' or 'snapshot'"),
+        ({"gram_weight": 1.0, "gram_start_step": -1}, ">= 0"),
+    ],
+)
+def test_gram_teacher_arguments_that_cannot_work_are_refused(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**arguments)
+
+
 def test_teacher_gets_no_gradient_and_its_momentum_follows_the_cosine():
     model = tiny()
     model.total_steps = 10
@@ -253,8 +307,8 @@ def test_both_last_layers_are_frozen_in_the_first_epoch_only_and_each_module_is_
 
 
 def test_cli_fast_dev_run_export_with_registers_attention_and_probe_last_blocks(tmp_path, monkeypatch):
-    """The digits config for one step; the teacher's export (4 register tokens, layer scale) loads in
-    a process without selfsup; its attention maps cover the patches only; ``selfsup probe
+    """The digits config for one step, with a snapshot Gram teacher; the teacher's export (4 register
+    tokens, layer scale; no Gram teacher) loads in a process without selfsup; its attention maps cover the patches only; ``selfsup probe
     --last_blocks 4`` scores the checkpoint."""
     from selfsup.cli import run
     from selfsup.eval.class_attention import class_token_attention
@@ -262,9 +316,11 @@ def test_cli_fast_dev_run_export_with_registers_attention_and_probe_last_blocks(
 
     monkeypatch.chdir(tmp_path)
     cli = run(["fit", "-c", str(REPO / "configs/dinov2/digits.yaml"), "--trainer.fast_dev_run=true",
-               "--trainer.callbacks=[]", "--data.init_args.batch_size=16"])  # fmt: skip
+               "--trainer.callbacks=[]", "--data.init_args.batch_size=16",
+               "--model.init_args.gram_weight=1.0", "--model.init_args.gram_teacher=snapshot"])  # fmt: skip
     model = cli.model
     assert isinstance(model, DINOv2) and cli.trainer.global_step == 1
+    assert model.gram_encoder is not None  # kept in the checkpoint, left out of the export below
     assert model.teacher_encoder.num_prefix_tokens == 5 and len(model.teacher_encoder.blocks) == 4
     cli.trainer.save_checkpoint(tmp_path / "dinov2.ckpt")
     out = export(tmp_path / "dinov2.ckpt", tmp_path / "export")
